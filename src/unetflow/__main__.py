@@ -1,0 +1,5 @@
+import sys
+
+from unetflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,71 @@
+"""Training augmentation as the paper describes it, applied identically to image, labels and weights.
+
+One coordinate map per sample combines a flip, a rotation by any angle and a random elastic deformation
+(displacements on a coarse 3x3 grid drawn from N(0, 10 px), interpolated bicubically to every pixel);
+the image and weights are resampled linearly, labels by nearest neighbour. Gray values then get a random
+contrast and brightness change. Pure functions of an explicit random generator: reproducible per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    flip: bool = True
+    rotate: bool = True
+    elastic_sigma: float = 10.0
+    elastic_grid: int = 3
+    contrast: float = 0.1
+    brightness: float = 0.1
+
+
+def elastic_displacement(rng: np.random.Generator, shape: tuple[int, int], sigma: float, grid: int) -> np.ndarray:
+    """(2, H, W) displacement field: a grid x grid Gaussian field, bicubically interpolated to full size."""
+    coarse = rng.normal(0.0, sigma, (2, grid, grid))
+    out = np.empty((2, *shape))
+    for k in range(2):
+        out[k] = ndimage.zoom(coarse[k], (shape[0] / grid, shape[1] / grid), order=3, mode="nearest", grid_mode=True)
+    return out
+
+
+def sample_coordinates(rng: np.random.Generator, shape: tuple[int, int], p: AugmentParams) -> np.ndarray | None:
+    """Source coordinates (2, H, W) for one random spatial transform, or None for the identity."""
+    if not (p.flip or p.rotate or p.elastic_sigma > 0):
+        return None
+    h, w = shape
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    yy, xx = np.meshgrid(np.arange(h, dtype=float) - cy, np.arange(w, dtype=float) - cx, indexing="ij")
+    if p.flip and rng.random() < 0.5:
+        xx = -xx
+    if p.rotate:
+        t = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.cos(t) * yy - np.sin(t) * xx, np.sin(t) * yy + np.cos(t) * xx
+    coords = np.stack([yy + cy, xx + cx])
+    if p.elastic_sigma > 0:
+        coords += elastic_displacement(rng, shape, p.elastic_sigma, p.elastic_grid)
+    return coords
+
+
+def augment(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    p: AugmentParams,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One random augmentation of a 2D (image, labels, weights) triple of equal shape."""
+    coords = sample_coordinates(rng, image.shape, p)
+    if coords is not None:
+        image = ndimage.map_coordinates(image, coords, order=1, mode="mirror").astype(np.float32)
+        labels = ndimage.map_coordinates(labels, coords, order=0, mode="mirror")
+        weights = ndimage.map_coordinates(weights, coords, order=1, mode="mirror").astype(np.float32)
+    if p.contrast > 0 or p.brightness > 0:
+        gain = rng.uniform(1 - p.contrast, 1 + p.contrast)
+        shift = rng.uniform(-p.brightness, p.brightness)
+        image = (image * gain + shift).astype(np.float32)
+    return image, labels, weights

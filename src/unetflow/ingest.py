@@ -1,0 +1,111 @@
+"""Ingest: TIFF stacks (one multi-page file, a folder or a glob of files) into OME-Zarr, one slab at a time.
+
+Pages are streamed with tifffile, so memory holds one chunk-deep slab of slices, never the whole stack.
+Labels are checked while they stream: their convention (binary 0/255, 0/1 or instance ids) is recorded
+with the store, and anything else fails naming the file and the values found.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from unetflow.intensity import RunningStats
+from unetflow.labels import LabelSurvey
+from unetflow.store import TIFF_SUFFIXES, atomic_output, create_image, set_attrs
+
+
+def resolve_sources(source: str | Path) -> list[Path]:
+    """The TIFF files a source names: one file, every TIFF in a folder, or a glob, in sorted order."""
+    text = str(source)
+    if any(ch in text for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(text))
+    elif Path(text).is_dir():
+        files = sorted(p for p in Path(text).iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
+    else:
+        files = [Path(text)]
+    files = [f for f in files if f.suffix.lower() in TIFF_SUFFIXES]
+    if not files:
+        raise FileNotFoundError(f"{source}: no TIFF files found (expected a .tif file, a folder or a glob)")
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: no such TIFF file")
+    return files
+
+
+def _page_shapes(files: Sequence[Path]) -> tuple[int, tuple[int, int], np.dtype]:
+    """Number of slices, slice shape and dtype across all files, from metadata only."""
+    count, shape, dtype = 0, None, None
+    for f in files:
+        try:
+            with tifffile.TiffFile(f) as tif:
+                series = tif.series[0]
+                s = tuple(series.shape)
+                d = np.dtype(series.dtype)
+        except tifffile.TiffFileError as exc:
+            raise ValueError(f"{f}: not a readable TIFF ({exc})") from exc
+        if len(s) == 2:
+            s = (1, *s)
+        if len(s) != 3:
+            raise ValueError(f"{f}: expected a 2D slice or a 3D (z, y, x) grayscale stack, got shape {s}")
+        if shape is None:
+            shape, dtype = s[1:], d
+        elif s[1:] != shape or d != dtype:
+            raise ValueError(f"{f}: slices are {s[1:]} {d}, but earlier files have {shape} {dtype}")
+        count += s[0]
+    assert shape is not None and dtype is not None
+    return count, shape, dtype
+
+
+def iter_slabs(files: Sequence[Path], depth: int) -> Iterator[np.ndarray]:
+    """Yield consecutive (<= depth, y, x) slabs of slices across all files, reading one page at a time."""
+    buffer: list[np.ndarray] = []
+    for f in files:
+        with tifffile.TiffFile(f) as tif:
+            series = tif.series[0]
+            for page in series.pages:
+                buffer.append(page.asarray())
+                if len(buffer) == depth:
+                    yield np.stack(buffer)
+                    buffer = []
+    if buffer:
+        yield np.stack(buffer)
+
+
+def ingest(
+    source: str | Path,
+    out: str | Path,
+    kind: str = "image",
+    voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+    chunks: Sequence[int] = (1, 512, 512),
+    unit: str = "nanometer",
+) -> Path:
+    """Convert `source` into the OME-Zarr image `out` (axes zyx); returns `out`."""
+    if kind not in ("image", "labels"):
+        raise ValueError(f"kind must be 'image' or 'labels', got {kind!r}")
+    files = resolve_sources(source)
+    depth, shape, dtype = _page_shapes(files)
+    full = (depth, *shape)
+    survey = LabelSurvey()
+    stats = RunningStats()
+    with atomic_output(out) as tmp:
+        array = create_image(tmp, full, dtype, chunks, "zyx", voxel_size, unit)
+        z = 0
+        for slab in iter_slabs(files, max(1, int(chunks[0]))):
+            array[z : z + len(slab)] = slab
+            if kind == "labels":
+                survey.add(slab)
+            else:
+                stats.add(slab)
+            z += len(slab)
+        attrs = {"kind": kind, "source": [str(f) for f in files]}
+        if kind == "labels":
+            attrs["label_convention"] = survey.convention(source=str(source))
+        else:
+            attrs["intensity"] = stats.result().to_dict()
+        set_attrs(tmp, attrs)
+    return Path(out)

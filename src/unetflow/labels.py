@@ -1,0 +1,95 @@
+"""Label conventions: which pixels are cell, and which cell each pixel belongs to.
+
+Accepted ground truth: binary with 255 = cell, 0 = membrane (ISBI); binary with 1 = cell, 0 = membrane;
+or instance ids (0 = membrane/background, every other integer one cell). Anything else is refused with
+the values found, so a mislabelled file fails at ingest rather than as a silently wrong weight map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+BINARY_255 = "binary255"
+BINARY_01 = "binary01"
+INSTANCES = "instances"
+CONVENTIONS = (BINARY_255, BINARY_01, INSTANCES)
+
+
+@dataclass
+class LabelSurvey:
+    """Running summary of label values, built chunk by chunk so large volumes need not be read whole."""
+
+    values: set[int] = field(default_factory=set)
+    many: bool = False
+    minimum: float = np.inf
+    non_integer: bool = False
+    max_kept: int = 16
+
+    def add(self, chunk: np.ndarray) -> None:
+        if chunk.size == 0:
+            return
+        self.minimum = min(self.minimum, float(chunk.min()))
+        floating = np.issubdtype(chunk.dtype, np.floating)
+        if floating and (not np.all(np.isfinite(chunk)) or np.any(chunk != np.round(chunk))):
+            self.non_integer = True
+            return
+        if not self.many:
+            self.values.update(int(v) for v in np.unique(chunk))
+            if len(self.values) > self.max_kept:
+                self.many = True
+
+    def convention(self, source: str = "labels") -> str:
+        """The convention these values follow, or ValueError naming what was found."""
+        shown = sorted(self.values)[: self.max_kept]
+        if self.non_integer:
+            raise ValueError(
+                f"{source}: labels must be integers (binary 0/255, 0/1 or instance ids); found non-integer values"
+            )
+        if self.minimum < 0:
+            raise ValueError(
+                f"{source}: labels must be >= 0 (binary 0/255, 0/1 or instance ids); found minimum {self.minimum:g}"
+            )
+        if not self.many and self.values <= {0, 255}:
+            return BINARY_255
+        if not self.many and self.values <= {0, 1}:
+            return BINARY_01
+        if not self.many and len(self.values) == 2 and 0 not in self.values:
+            raise ValueError(
+                f"{source}: expected 255 = cell and 0 = membrane, 1/0, or instance ids with 0 as "
+                f"background; found only the values {shown}"
+            )
+        return INSTANCES
+
+
+def survey(labels: np.ndarray) -> LabelSurvey:
+    s = LabelSurvey()
+    s.add(np.asarray(labels))
+    return s
+
+
+def cell_mask(labels: np.ndarray, convention: str) -> np.ndarray:
+    """True where a pixel belongs to a cell (not membrane/background)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown label convention {convention!r}; expected one of {CONVENTIONS}")
+    return np.asarray(labels) > 0
+
+
+def connectivity_structure(ndim: int, connectivity: int) -> np.ndarray:
+    """Neighbourhood for `ndim`-D components: 4/8 in 2D, 6/18/26 in 3D."""
+    rank = {4: 1, 8: 2, 6: 1, 18: 2, 26: 3}.get(connectivity)
+    if rank is None or rank > ndim or (ndim == 2 and connectivity not in (4, 8)):
+        raise ValueError(f"connectivity {connectivity} is not defined in {ndim}D (2D: 4, 8; 3D: 6, 18, 26)")
+    return ndimage.generate_binary_structure(ndim, rank)
+
+
+def instance_labels(labels: np.ndarray, convention: str, connectivity: int = 4) -> np.ndarray:
+    """Cells as instance ids (int32, 0 = no cell): connected components of binary labels, given ids otherwise."""
+    labels = np.asarray(labels)
+    if convention == INSTANCES:
+        return labels.astype(np.int64, copy=False)
+    mask = cell_mask(labels, convention)
+    out, _ = ndimage.label(mask, structure=connectivity_structure(mask.ndim, connectivity))
+    return out

@@ -1,0 +1,6 @@
+"""Networks. Each model knows its own geometry (context and valid sizes); see `Geometry`."""
+
+from unetflow.models.geometry import Geometry
+from unetflow.models.unet import UNet, UNetConfig, build_model
+
+__all__ = ["Geometry", "UNet", "UNetConfig", "build_model"]

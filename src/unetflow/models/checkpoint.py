@@ -1,0 +1,41 @@
+"""Checkpoints carry the model's settings with its weights, so inference needs nothing but the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetflow.models.unet import build_model
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> None:
+    """Write atomically: a kill mid-write never leaves a truncated checkpoint behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model.config.to_dict(), "state_dict": model.state_dict(), **extra}
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(payload, dict) or "model" not in payload or "state_dict" not in payload:
+        raise ValueError(f"{path}: not a unetflow checkpoint (expected keys 'model' and 'state_dict')")
+    return payload
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """The model of a checkpoint in eval mode, and the checkpoint's other entries."""
+    payload = load_checkpoint(path, map_location)
+    model = build_model(payload["model"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, payload

@@ -1,0 +1,101 @@
+"""The U-Net of Ronneberger, Fischer and Brox (2015), configurable in width, depth, padding and dimensionality.
+
+With the defaults (`base_width=64, levels=5, padding="valid", norm="none", dims=2`) it is the paper's network:
+23 convolutions, 572x572 input to 388x388 output, dropout 0.5 at the end of the contracting path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetflow.models.geometry import Geometry
+from unetflow.models.layers import ConvBlock, center_crop, conv_cls, he_init, pool_cls, up_cls
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Everything that defines a U-Net's shape; stored in checkpoints so a model rebuilds without the config file."""
+
+    in_channels: int = 1
+    classes: int = 2
+    base_width: int = 64
+    levels: int = 5
+    padding: str = "valid"
+    norm: str = "none"
+    dropout: float = 0.5
+    dims: int = 2
+
+    def __post_init__(self) -> None:
+        if self.padding not in ("valid", "same"):
+            raise ValueError(f"model.padding must be 'valid' or 'same', got {self.padding!r}")
+        if self.dims not in (2, 3):
+            raise ValueError(f"model.dims must be 2 or 3, got {self.dims!r}")
+        if self.levels < 2:
+            raise ValueError(f"model.levels must be >= 2, got {self.levels}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known - {"architecture"}
+        if unknown:
+            raise ValueError(f"unknown model settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"architecture": "unet", **asdict(self)}
+
+
+class UNet(nn.Module):
+    """Contracting path of ConvBlocks and max-pools, expanding path of up-convolutions and cropped skips."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = config
+        c, d = config, config.dims
+        widths = [c.base_width * 2**i for i in range(c.levels)]
+        self.encoders = nn.ModuleList()
+        cin = c.in_channels
+        for w in widths:
+            self.encoders.append(ConvBlock(d, cin, w, c.padding, c.norm))
+            cin = w
+        self.pool = pool_cls(d)(2)
+        # The paper's Caffe model drops out after the last two levels of the contracting path.
+        self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
+        self.ups = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for w in reversed(widths[:-1]):
+            self.ups.append(up_cls(d)(2 * w, w, 2, stride=2))
+            self.decoders.append(ConvBlock(d, 2 * w, w, c.padding, c.norm))
+        self.head = conv_cls(d)(widths[0], c.classes, 1)
+        self.apply(he_init)
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(levels=self.config.levels, padding=self.config.padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        last = len(self.encoders) - 1
+        for i, enc in enumerate(self.encoders):
+            x = enc(x)
+            if i >= last - 1:
+                x = self.dropout(x)
+            if i < last:
+                skips.append(x)
+                x = self.pool(x)
+        for up, dec, skip in zip(self.ups, self.decoders, reversed(skips), strict=True):
+            x = up(x)
+            x = dec(torch.cat([center_crop(skip, x), x], dim=1))
+        return self.head(x)
+
+
+def build_model(settings: dict[str, Any]) -> UNet:
+    """Build a model from its settings dict (config `model:` section or a checkpoint's `model` entry)."""
+    arch = settings.get("architecture", "unet")
+    if arch != "unet":
+        raise ValueError(f"model.architecture {arch!r} is not available; available: unet")
+    return UNet(UNetConfig.from_dict(settings))

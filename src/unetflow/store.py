@@ -1,0 +1,214 @@
+"""OME-Zarr 0.5 (zarr v3) reading and writing, lazy TIFF access, and outputs that appear only when complete.
+
+Every stage writes a multiscale image group with one full-resolution array at path "0"; axes are `zyx`, or
+`czyx` with a leading channel axis. unetflow's own facts about a store (label convention, class names, ...)
+live next to the OME metadata under the group attribute "unetflow".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import zarr
+
+OME_VERSION = "0.5"
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+@dataclass
+class Image:
+    """A lazily read array with its axes, physical voxel size and unetflow attributes."""
+
+    array: Any  # zarr.Array or tifffile's zarr view: indexable, has shape and dtype
+    axes: str
+    voxel_size: tuple[float, ...]
+    unit: str = "nanometer"
+    attrs: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(s for s, a in zip(self.shape, self.axes, strict=True) if a != "c")
+
+
+def _axis_entry(name: str, unit: str) -> dict[str, str]:
+    if name == "c":
+        return {"name": "c", "type": "channel"}
+    return {"name": name, "type": "space", "unit": unit}
+
+
+def ome_attributes(
+    axes: str, voxel_size: Sequence[float], unit: str = "nanometer", name: str = "image"
+) -> dict[str, Any]:
+    """The `ome` group attribute of an NGFF 0.5 multiscale image with one scale level."""
+    spatial = [a for a in axes if a != "c"]
+    if len(voxel_size) != len(spatial):
+        raise ValueError(f"voxel_size {list(voxel_size)} must have one entry per axis of {spatial}")
+    scale, it = [], iter(voxel_size)
+    for a in axes:
+        scale.append(1.0 if a == "c" else float(next(it)))
+    return {
+        "version": OME_VERSION,
+        "multiscales": [
+            {
+                "name": name,
+                "axes": [_axis_entry(a, unit) for a in axes],
+                "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+            }
+        ],
+    }
+
+
+def create_image(
+    path: str | Path,
+    shape: Sequence[int],
+    dtype: Any,
+    chunks: Sequence[int],
+    axes: str = "zyx",
+    voxel_size: Sequence[float] | None = None,
+    unit: str = "nanometer",
+    attrs: dict[str, Any] | None = None,
+    fill_value: Any = 0,
+) -> zarr.Array:
+    """Create an empty OME-Zarr image at `path` (overwriting) and return its writable full-resolution array."""
+    if len(axes) != len(shape) or len(chunks) != len(shape):
+        raise ValueError(f"axes {axes!r}, shape {tuple(shape)} and chunks {tuple(chunks)} disagree")
+    spatial = sum(a != "c" for a in axes)
+    voxel_size = tuple(voxel_size) if voxel_size is not None else (1.0,) * spatial
+    chunks = tuple(max(1, min(int(c), int(s))) for c, s in zip(chunks, shape, strict=True))
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.attrs["ome"] = ome_attributes(axes, voxel_size, unit, name=Path(path).name)
+    group.attrs["unetflow"] = attrs or {}
+    return group.create_array(
+        "0",
+        shape=tuple(int(s) for s in shape),
+        chunks=chunks,
+        dtype=dtype,
+        fill_value=fill_value,
+        dimension_names=list(axes),
+    )
+
+
+def _open_tiff(path: Path) -> Image:
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        axes = series.axes.lower().replace("i", "z").replace("q", "z")
+    store = tifffile.imread(path, aszarr=True)
+    array = zarr.open(store, mode="r")
+    if isinstance(array, zarr.Group):  # pyramidal TIFF: take full resolution
+        array = array["0"]
+    if array.ndim == 2:
+        axes = "yx"
+    if set(axes) - set("czyx") or len(axes) != array.ndim:
+        axes = "zyx"[-array.ndim :] if array.ndim <= 3 else axes
+    return Image(array, axes, (1.0,) * sum(a != "c" for a in axes), attrs={}, path=path)
+
+
+def open_image(path: str | Path) -> Image:
+    """Open an OME-Zarr image, a plain zarr array or a TIFF, lazily (nothing is read whole)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return _open_tiff(path)
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for "not a store"
+        raise ValueError(f"{path}: not a zarr store or TIFF file ({exc})") from exc
+    if isinstance(node, zarr.Array):
+        axes = "zyx"[-node.ndim :] if node.ndim <= 3 else "czyx"
+        return Image(node, axes, (1.0,) * sum(a != "c" for a in axes), path=path)
+    ome = node.attrs.get("ome")
+    if not ome or "multiscales" not in ome:
+        raise ValueError(f"{path}: zarr group without OME-Zarr 'multiscales' metadata")
+    ms = ome["multiscales"][0]
+    axes = "".join(a["name"] for a in ms["axes"])
+    dataset = ms["datasets"][0]
+    scale = next(
+        (t["scale"] for t in dataset.get("coordinateTransformations", []) if t["type"] == "scale"),
+        [1.0] * len(axes),
+    )
+    voxel = tuple(float(s) for s, a in zip(scale, axes, strict=True) if a != "c")
+    unit = next((a.get("unit", "nanometer") for a in ms["axes"] if a["name"] != "c"), "nanometer")
+    return Image(node[dataset["path"]], axes, voxel, unit, dict(node.attrs.get("unetflow", {})), path)
+
+
+def as_zyx(image: Image) -> Image:
+    """View a 2D (yx) image as a one-slice zyx volume; other layouts are returned unchanged."""
+    if image.axes == "yx":
+        return Image(_AddLeadingAxis(image.array), "zyx", (1.0, *image.voxel_size), image.unit, image.attrs, image.path)
+    return image
+
+
+class _AddLeadingAxis:
+    """Index a 2D array as if it had a leading axis of length 1."""
+
+    def __init__(self, array: Any):
+        self._a = array
+        self.shape = (1, *array.shape)
+        self.dtype = array.dtype
+        self.ndim = 3
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        data = np.asarray(self._a[key[1:]])
+        return data[None][key[0]] if isinstance(key[0], slice) else data
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where an output is built before it is complete."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def remove(path: str | Path) -> None:
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, keep_partial: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to build an output in; move it to `path` only when the block exits cleanly.
+
+    A crash leaves `<path>.partial` (removed unless `keep_partial`), never something at `path` that looks done.
+    """
+    path = Path(path)
+    tmp = partial_path(path)
+    if not keep_partial:
+        remove(tmp)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+    except BaseException:
+        if not keep_partial:
+            remove(tmp)
+        raise
+    remove(path)
+    tmp.rename(path)
+
+
+def set_attrs(path: str | Path, attrs: dict[str, Any]) -> None:
+    """Merge `attrs` into the unetflow attributes of the OME-Zarr image at `path`."""
+    group = zarr.open_group(str(path), mode="r+")
+    merged = dict(group.attrs.get("unetflow", {}))
+    merged.update(attrs)
+    group.attrs["unetflow"] = merged

@@ -1,0 +1,316 @@
+"""Train a U-Net on labelled slices with the weighted pixel-wise cross-entropy.
+
+Tiles are sampled at random positions (mirror-extended at slice borders), augmented in DataLoader workers and
+cropped to the model's valid output. Every `checkpoint_every` iterations, and on SIGTERM, the full training
+state is saved, so re-running a killed job resumes and ends at the same iteration count. Validation on
+whole held-out slices records pixel and Rand error in `train_log.csv`; the best model is `model.pt`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from unetflow.augment import AugmentParams, augment
+from unetflow.inference import TileInferer, predict_array
+from unetflow.intensity import IntensityStats, image_stats
+from unetflow.labels import cell_mask, instance_labels
+from unetflow.losses import segmentation_loss
+from unetflow.metrics import pixel_error, rand_error
+from unetflow.models import build_model
+from unetflow.models.checkpoint import load_checkpoint, save_checkpoint
+from unetflow.runtime import autocast, memory_format, select_device, set_threads
+from unetflow.store import open_image
+
+LOG_FIELDS = ["iteration", "loss", "val_pixel_error", "val_rand_error", "seconds", "iterations_per_second"]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    iterations: int = 2000
+    batch_size: int = 1
+    tile: int = 388
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.99
+    weight_decay: float = 0.0
+    loss: str = "weighted_ce"
+    seed: int = 0
+    validate_every: int = 250
+    checkpoint_every: int = 250
+    workers: int = 2
+    threshold: float = 0.5
+    augment: AugmentParams = field(default_factory=AugmentParams)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainSettings:
+        d = dict(d)
+        aug = AugmentParams(**d.pop("augment", {}))
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown train settings {sorted(unknown)}")
+        s = cls(augment=aug, **d)
+        if s.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"train.optimizer must be sgd or adam, got {s.optimizer!r}")
+        if s.iterations < 1 or s.batch_size < 1 or s.tile < 1:
+            raise ValueError("train.iterations, train.batch_size and train.tile must be >= 1")
+        return s
+
+
+@dataclass
+class Slices:
+    """Labelled training slices in memory: normalized images, cell masks (0/1) and weight maps."""
+
+    images: list[np.ndarray]
+    targets: list[np.ndarray]
+    weights: list[np.ndarray]
+
+
+def load_slices(image_paths: list[str], label_paths: list[str], weight_paths: list[str] | None) -> Slices:
+    """Read labelled stacks slice by slice; weights default to 1 where no weight map is given."""
+    out = Slices([], [], [])
+    for k, (ip, lp) in enumerate(zip(image_paths, label_paths, strict=True)):
+        image, labels = open_image(ip), open_image(lp)
+        if image.shape != labels.shape:
+            raise ValueError(f"{ip} has shape {image.shape} but {lp} has {labels.shape}")
+        convention = labels.attrs.get("label_convention")
+        if convention is None:
+            raise ValueError(f"{lp}: no label convention recorded; run `unetflow ingest --kind labels`")
+        weights = open_image(weight_paths[k]) if weight_paths else None
+        if weights is not None and weights.shape != labels.shape:
+            raise ValueError(f"{weight_paths[k]} has shape {weights.shape}, labels {labels.shape}")
+        stats = image_stats(image)
+        for z in range(image.shape[0]):
+            out.images.append(stats.normalize(image.array[z]))
+            out.targets.append(cell_mask(labels.array[z], convention).astype(np.uint8))
+            w = np.asarray(weights.array[z], np.float32) if weights is not None else None
+            out.weights.append(w if w is not None else np.ones(out.targets[-1].shape, np.float32))
+    if not out.images:
+        raise ValueError("no training slices found")
+    return out
+
+
+class TileSampler(Dataset):
+    """Sample i is a deterministic function of (seed, i): resuming at iteration k replays the same tiles."""
+
+    def __init__(self, slices: Slices, input_size: int, output_size: int, settings: TrainSettings, length: int):
+        self.slices, self.n, self.out = slices, input_size, output_size
+        self.settings, self.length = settings, length
+        pad = input_size // 2 + 1
+        self.padded = [
+            tuple(np.pad(a, pad, mode="reflect") for a in triple)
+            for triple in zip(slices.images, slices.targets, slices.weights, strict=True)
+        ]
+        self.pad = pad
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.settings.seed, i])
+        k = int(rng.integers(len(self.padded)))
+        image, target, weight = self.padded[k]
+        h, w = self.slices.images[k].shape
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        y0, x0 = cy + self.pad - self.n // 2, cx + self.pad - self.n // 2
+        window = (slice(y0, y0 + self.n), slice(x0, x0 + self.n))
+        img, tgt, wgt = augment(rng, image[window], target[window], weight[window], self.settings.augment)
+        c = (self.n - self.out) // 2
+        crop = (slice(c, c + self.out), slice(c, c + self.out))
+        return (
+            torch.from_numpy(np.ascontiguousarray(img[None])),
+            torch.from_numpy(np.ascontiguousarray(tgt[crop]).astype(np.int64)),
+            torch.from_numpy(np.ascontiguousarray(wgt[crop])),
+        )
+
+
+def validate(
+    model: torch.nn.Module,
+    device: torch.device,
+    volumes: list[tuple[np.ndarray, np.ndarray]],
+    threshold: float,
+) -> tuple[float, float]:
+    """Mean pixel and Rand error over whole validation slices (images normalized, labels as cell masks)."""
+    was_training = model.training
+    inferer = TileInferer(model, device)
+    identity = IntensityStats(0.0, 1.0)
+    pixel, rand = [], []
+    for image, cell in volumes:
+        probs = predict_array(inferer, image, identity)
+        predicted = probs[1] > threshold
+        for z in range(image.shape[0]):
+            pixel.append(pixel_error(predicted[z], cell[z]))
+            rand.append(rand_error(instance_labels(predicted[z], "binary01"), instance_labels(cell[z], "binary01")))
+    model.train(was_training)
+    return float(np.mean(pixel)), float(np.mean(rand))
+
+
+def fingerprint(model_settings: dict, settings: TrainSettings, inputs: list[str]) -> str:
+    """Identifies a training run: a checkpoint from another run is never resumed."""
+    blob = json.dumps([model_settings, asdict(settings), inputs], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class _Stop:
+    """Turns SIGTERM (cluster preemption, Snakemake kill) into a checkpoint-and-exit at the next step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = None
+
+    def __enter__(self) -> _Stop:
+        def handler(signum, frame):  # noqa: ARG001
+            self.requested = True
+
+        try:
+            self._old = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not in the main thread
+            self._old = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+class Interrupted(RuntimeError):
+    """Training stopped by SIGTERM after saving a checkpoint; re-run to resume."""
+
+
+def _optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+
+
+def train(
+    model_settings: dict[str, Any],
+    settings: TrainSettings,
+    train_data: Slices,
+    validation: list[tuple[np.ndarray, np.ndarray]],
+    out_dir: str | Path,
+    device_name: str = "auto",
+    threads: int | None = None,
+    run_id: str = "",
+) -> Path:
+    """Train and write `model.pt` (best on validation, else last) and `train_log.csv` into `out_dir`."""
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(threads)
+    device = select_device(device_name)
+    torch.manual_seed(settings.seed)
+    model = build_model(model_settings)
+    geometry = model.geometry
+    input_size = geometry.input_size(settings.tile)
+    output_size = geometry.output_size(input_size) if geometry.padding == "valid" else input_size
+    model = model.to(device).to(memory_format=memory_format(device, model.config.dims))
+    optimizer = _optimizer(model, settings)
+    start, best, log_rows = 0, None, []
+    last = ckpt_dir / "last.pt"
+    if last.exists():
+        state = load_checkpoint(last, device)
+        if state.get("run_id") == run_id:
+            model.load_state_dict(state["state_dict"])
+            optimizer.load_state_dict(state["optimizer"])
+            start, best, log_rows = state["iteration"], state.get("best"), state.get("log", [])
+            torch.set_rng_state(state["torch_rng"])
+    sampler = TileSampler(train_data, input_size, output_size, settings, settings.iterations * settings.batch_size)
+    indices = range(start * settings.batch_size, settings.iterations * settings.batch_size)
+    loader = DataLoader(
+        torch.utils.data.Subset(sampler, list(indices)),
+        batch_size=settings.batch_size,
+        num_workers=settings.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+
+    def save_state(iteration: int) -> None:
+        save_checkpoint(
+            last,
+            model,
+            optimizer=optimizer.state_dict(),
+            iteration=iteration,
+            best=best,
+            log=log_rows,
+            torch_rng=torch.get_rng_state(),
+            run_id=run_id,
+        )
+
+    model.train()
+    running, t0, done_since = [], time.perf_counter(), 0
+    iteration = start
+    with _Stop() as stop, tqdm(total=settings.iterations, initial=start, desc="train", mininterval=2) as bar:
+        for x, y, w in loader:
+            x = x.to(device, non_blocking=True).to(memory_format=memory_format(device, model.config.dims))
+            y, w = y.to(device, non_blocking=True), w.to(device, non_blocking=True)
+            with autocast(device):
+                logits = model(x)
+            loss = segmentation_loss(settings.loss, logits, y, w)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at iteration {iteration + 1}; lower train.lr")
+            iteration += 1
+            done_since += 1
+            running.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
+            final = iteration == settings.iterations
+            if iteration % settings.validate_every == 0 or final:
+                seconds = time.perf_counter() - t0
+                row = {
+                    "iteration": iteration,
+                    "loss": float(np.mean(running)),
+                    "seconds": round(seconds, 3),
+                    "iterations_per_second": round(done_since / max(seconds, 1e-9), 4),
+                    "val_pixel_error": "",
+                    "val_rand_error": "",
+                }
+                if validation:
+                    pe, re = validate(model, device, validation, settings.threshold)
+                    row.update(val_pixel_error=pe, val_rand_error=re)
+                    if best is None or (re, pe) < (best["rand_error"], best["pixel_error"]):
+                        best = {"iteration": iteration, "rand_error": re, "pixel_error": pe}
+                        save_checkpoint(ckpt_dir / "best.pt", model, iteration=iteration, run_id=run_id)
+                log_rows.append(row)
+                running, t0, done_since = [], time.perf_counter(), 0
+            if iteration % settings.checkpoint_every == 0 or final or stop.requested:
+                save_state(iteration)
+            if stop.requested and not final:
+                raise Interrupted(f"stopped by SIGTERM at iteration {iteration}; checkpoint in {last}")
+    chosen = ckpt_dir / "best.pt" if best is not None else last
+    payload = load_checkpoint(chosen)
+    model.load_state_dict(payload["state_dict"])
+    save_checkpoint(out_dir / "model.pt", model, iteration=payload["iteration"], best=best, run_id=run_id)
+    log_tmp = out_dir / "train_log.csv.partial"
+    with open(log_tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(log_rows)
+    log_tmp.replace(out_dir / "train_log.csv")
+    return out_dir / "model.pt"
+
+
+def load_validation(image_paths: list[str], label_paths: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Held-out stacks as (normalized image volume, cell mask volume) pairs."""
+    volumes = []
+    for ip, lp in zip(image_paths, label_paths, strict=True):
+        image, labels = open_image(ip), open_image(lp)
+        stats = image_stats(image)
+        convention = labels.attrs.get("label_convention", "binary255")
+        volumes.append((stats.normalize(image.array[:]), cell_mask(labels.array[:], convention)))
+    return volumes
