@@ -35,7 +35,7 @@ def cmd_synth(a: argparse.Namespace) -> None:
 def cmd_ingest(a: argparse.Namespace) -> None:
     from unetflow.ingest import ingest
 
-    ingest(a.source, a.out, a.kind, a.voxel_size, a.chunks, a.unit)
+    ingest(a.source, a.out, a.kind, a.voxel_size, a.chunks, a.unit, a.z_range)
 
 
 def cmd_weights(a: argparse.Namespace) -> None:
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--voxel-size", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("Z", "Y", "X"))
     s.add_argument("--unit", default="nanometer")
     s.add_argument("--chunks", default=[1, 512, 512], **_triple("chunk shape"))
+    s.add_argument(
+        "--z-range", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="ingest only slices START..STOP-1"
+    )
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("weights", help="the paper's weight map of a label OME-Zarr")

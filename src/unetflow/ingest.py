@@ -61,13 +61,20 @@ def _page_shapes(files: Sequence[Path]) -> tuple[int, tuple[int, int], np.dtype]
     return count, shape, dtype
 
 
-def iter_slabs(files: Sequence[Path], depth: int) -> Iterator[np.ndarray]:
-    """Yield consecutive (<= depth, y, x) slabs of slices across all files, reading one page at a time."""
+def iter_slabs(files: Sequence[Path], depth: int, z_range: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """Yield consecutive (<= depth, y, x) slabs of slices across all files, reading one page at a time.
+
+    With `z_range = (start, stop)` only slices start..stop-1 (counted across all files) are read.
+    """
     buffer: list[np.ndarray] = []
+    z = 0
     for f in files:
         with tifffile.TiffFile(f) as tif:
             series = tif.series[0]
             for page in series.pages:
+                z += 1
+                if z_range is not None and not z_range[0] <= z - 1 < z_range[1]:
+                    continue
                 buffer.append(page.asarray())
                 if len(buffer) == depth:
                     yield np.stack(buffer)
@@ -83,26 +90,32 @@ def ingest(
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
     chunks: Sequence[int] = (1, 512, 512),
     unit: str = "nanometer",
+    z_range: Sequence[int] | None = None,
 ) -> Path:
     """Convert `source` into the OME-Zarr image `out` (axes zyx); returns `out`."""
     if kind not in ("image", "labels"):
         raise ValueError(f"kind must be 'image' or 'labels', got {kind!r}")
     files = resolve_sources(source)
     depth, shape, dtype = _page_shapes(files)
+    if z_range is not None:
+        start, stop = int(z_range[0]), int(z_range[1])
+        if not 0 <= start < stop <= depth:
+            raise ValueError(f"{source}: z_range [{start}, {stop}) outside its {depth} slices")
+        z_range, depth = (start, stop), stop - start
     full = (depth, *shape)
     survey = LabelSurvey()
     stats = RunningStats()
     with atomic_output(out) as tmp:
         array = create_image(tmp, full, dtype, chunks, "zyx", voxel_size, unit)
         z = 0
-        for slab in iter_slabs(files, max(1, int(chunks[0]))):
+        for slab in iter_slabs(files, max(1, int(chunks[0])), z_range):
             array[z : z + len(slab)] = slab
             if kind == "labels":
                 survey.add(slab)
             else:
                 stats.add(slab)
             z += len(slab)
-        attrs = {"kind": kind, "source": [str(f) for f in files]}
+        attrs = {"kind": kind, "source": [str(f) for f in files], "z_range": list(z_range) if z_range else None}
         if kind == "labels":
             attrs["label_convention"] = survey.convention(source=str(source))
         else:

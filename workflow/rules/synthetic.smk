@@ -1,0 +1,28 @@
+SYNTH = config["synthetic"]
+
+
+rule synthesize:
+    """The embedded default's data: deterministic synthetic EM stacks as TIFF."""
+    output:
+        train_images=results("synthetic/train-images.tif"),
+        train_labels=results("synthetic/train-labels.tif"),
+        validation_images=results("synthetic/validation-images.tif"),
+        validation_labels=results("synthetic/validation-labels.tif"),
+        volume_images=results("synthetic/volume-images.tif"),
+    log:
+        results("logs/synthesize.log"),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        seed=SYNTH["seed"],
+        train=" ".join(map(str, SYNTH["train"])),
+        validation=" ".join(map(str, SYNTH["validation"])),
+        volume=" ".join(map(str, SYNTH["volume"])),
+        out=lambda wildcards, output: os.path.dirname(output.train_images),
+    shell:
+        "python -m unetflow synth --out {params.out} --seed {params.seed} --train {params.train} "
+        "--validation {params.validation} --volume {params.volume} > {log} 2>&1"
