@@ -46,6 +46,11 @@ def _page_shapes(files: Sequence[Path]) -> tuple[int, tuple[int, int], np.dtype]
                 series = tif.series[0]
                 s = tuple(series.shape)
                 d = np.dtype(series.dtype)
+                if "S" in series.axes:
+                    raise ValueError(
+                        f"{f}: stored as color/multi-sample image (axes {series.axes}, shape {s}); "
+                        "expected grayscale slices (write with photometric='minisblack')"
+                    )
         except tifffile.TiffFileError as exc:
             raise ValueError(f"{f}: not a readable TIFF ({exc})") from exc
         if len(s) == 2:

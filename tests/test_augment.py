@@ -1,0 +1,39 @@
+import numpy as np
+
+from unetflow.augment import AugmentParams, augment, elastic_displacement
+
+
+def triple(n=48):
+    rng = np.random.default_rng(0)
+    return (
+        rng.normal(size=(n, n)).astype(np.float32),
+        (rng.random((n, n)) > 0.5).astype(np.uint8),
+        rng.random((n, n)).astype(np.float32) + 1,
+    )
+
+
+def test_identity_when_disabled():
+    image, labels, weights = triple()
+    off = AugmentParams(flip=False, rotate=False, elastic_sigma=0, contrast=0, brightness=0)
+    out = augment(np.random.default_rng(1), image, labels, weights, off)
+    for a, b in zip(out, (image, labels, weights), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_consistent_and_reproducible():
+    image, labels, weights = triple()
+    # The image *is* the labels: a consistent transform keeps them equal (nearest vs linear aside).
+    p = AugmentParams(contrast=0, brightness=0)
+    a = augment(np.random.default_rng(7), labels.astype(np.float32), labels, weights, p)
+    b = augment(np.random.default_rng(7), labels.astype(np.float32), labels, weights, p)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert set(np.unique(a[1])) <= {0, 1}
+    agree = np.mean((a[0] > 0.5) == (a[1] > 0))
+    assert agree > 0.9
+    assert a[2].min() >= 1 - 1e-6
+
+
+def test_elastic_displacement_statistics():
+    rng = np.random.default_rng(0)
+    stds = [elastic_displacement(rng, (64, 64), 10.0, 3).std() for _ in range(200)]
+    assert 7 < np.mean(stds) < 13

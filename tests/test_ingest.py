@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+import tifffile
+
+from unetflow.ingest import ingest, resolve_sources
+from unetflow.store import open_image, partial_path
+
+
+def test_stack_roundtrip_with_metadata(small_stack, ingested):
+    _, image, labels = small_stack
+    img, lab = open_image(ingested[0]), open_image(ingested[1])
+    np.testing.assert_array_equal(img.array[:], image)
+    np.testing.assert_array_equal(lab.array[:], labels)
+    assert img.voxel_size == (50.0, 4.0, 4.0)
+    assert tuple(img.array.chunks) == (1, 64, 64)
+    assert lab.attrs["label_convention"] == "binary255"
+    stats = img.attrs["intensity"]
+    assert abs(stats["mean"] - image.mean()) < 1e-6 and abs(stats["std"] - image.std()) < 1e-6
+
+
+def test_folder_glob_and_z_range(tmp_path):
+    data = np.random.default_rng(0).integers(0, 255, (6, 8, 8), dtype=np.uint8)
+    for i in range(3):
+        tifffile.imwrite(tmp_path / f"part{i}.tif", data[2 * i : 2 * i + 2])
+    assert len(resolve_sources(tmp_path)) == 3
+    whole = ingest(tmp_path, tmp_path / "a.ome.zarr", chunks=(4, 8, 8))
+    np.testing.assert_array_equal(open_image(whole).array[:], data)
+    part = ingest(str(tmp_path / "part*.tif"), tmp_path / "b.ome.zarr", z_range=(1, 5), chunks=(3, 8, 8))
+    np.testing.assert_array_equal(open_image(part).array[:], data[1:5])
+    with pytest.raises(ValueError, match=r"z_range \[4, 9\)"):
+        ingest(tmp_path, tmp_path / "c.ome.zarr", z_range=(4, 9))
+
+
+def test_bad_labels_fail_and_leave_nothing(tmp_path):
+    tifffile.imwrite(tmp_path / "bad.tif", np.array([[[255, 128], [255, 128]]], np.uint8))
+    out = tmp_path / "labels.ome.zarr"
+    with pytest.raises(ValueError, match=r"bad.tif.*\[128, 255\]"):
+        ingest(tmp_path / "bad.tif", out, kind="labels")
+    assert not out.exists() and not partial_path(out).exists()
+
+
+def test_sixteen_bit_instance_labels(tmp_path):
+    labels = np.zeros((2, 8, 8), np.uint16)
+    labels[:, :4] = 1000
+    labels[:, 5:] = 40000
+    tifffile.imwrite(tmp_path / "inst.tif", labels)
+    out = ingest(tmp_path / "inst.tif", tmp_path / "l.ome.zarr", kind="labels")
+    img = open_image(out)
+    assert img.dtype == np.uint16 and img.attrs["label_convention"] == "instances"
+
+
+def test_mismatched_files_and_missing_sources_are_named(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((1, 8, 8), np.uint8))
+    tifffile.imwrite(tmp_path / "b.tif", np.zeros((1, 9, 8), np.uint8))
+    with pytest.raises(ValueError, match="b.tif"):
+        ingest(tmp_path, tmp_path / "x.ome.zarr")
+    with pytest.raises(FileNotFoundError, match="missing.tif"):
+        ingest(tmp_path / "missing.tif", tmp_path / "y.ome.zarr")
+    with pytest.raises(FileNotFoundError, match="no TIFF files"):
+        ingest(tmp_path / "nothing*.tif", tmp_path / "z.ome.zarr")
+
+
+def test_color_tiff_is_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 8, 3), np.uint8), photometric="rgb")
+    with pytest.raises(ValueError, match="rgb.tif.*grayscale"):
+        ingest(tmp_path / "rgb.tif", tmp_path / "x.ome.zarr")

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from unetflow.labels import BINARY_01, BINARY_255, INSTANCES, LabelSurvey, instance_labels, survey
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0, 255], BINARY_255),
+        ([255], BINARY_255),
+        ([0], BINARY_255),
+        ([0, 1], BINARY_01),
+        ([0, 1, 2, 7], INSTANCES),
+        (list(range(40)), INSTANCES),
+    ],
+)
+def test_conventions(values, expected):
+    assert survey(np.array(values, np.uint16)).convention() == expected
+
+
+def test_survey_accumulates_over_chunks():
+    s = LabelSurvey()
+    s.add(np.array([0, 255], np.uint8))
+    s.add(np.array([0, 3], np.uint8))
+    assert s.convention() == INSTANCES
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (np.array([0.5, 1.0]), "non-integer"),
+        (np.array([-1, 0, 3]), "minimum -1"),
+        (np.array([128, 255], np.uint8), r"\[128, 255\]"),
+    ],
+)
+def test_bad_labels_name_the_values(values, message):
+    with pytest.raises(ValueError, match=message):
+        survey(values).convention("labels.tif")
+
+
+def test_instances_from_binary_are_4_connected():
+    labels = np.array([[255, 0, 255], [0, 255, 0], [255, 0, 255]], np.uint8)
+    assert instance_labels(labels, BINARY_255, 4).max() == 5
+    assert instance_labels(labels, BINARY_255, 8).max() == 1
+    with pytest.raises(ValueError, match="connectivity"):
+        instance_labels(labels, BINARY_255, 6)

@@ -1,0 +1,98 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from unetflow import train as train_module
+from unetflow.models.checkpoint import load_checkpoint, load_model
+from unetflow.train import TrainSettings, fingerprint, load_slices, load_validation, train
+from unetflow.weightmap import WeightParams, compute_weights
+
+MODEL = {"base_width": 4, "levels": 3}
+
+
+def settings(**kw):
+    base = {
+        "iterations": 6,
+        "tile": 20,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "validate_every": 3,
+        "checkpoint_every": 2,
+        "workers": 0,
+    }
+    return TrainSettings.from_dict({**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def data(ingested, tmp_path_factory):
+    images, labels = ingested
+    weights = compute_weights(labels, tmp_path_factory.mktemp("w") / "w.ome.zarr", WeightParams())
+    return (
+        load_slices([str(images)], [str(labels)], [str(weights)]),
+        load_validation([str(images)], [str(labels)]),
+    )
+
+
+def test_training_writes_model_and_log(data, tmp_path):
+    slices, validation = data
+    model_path = train(MODEL, settings(), slices, validation, tmp_path, "cpu", 1, "run")
+    model, payload = load_model(model_path)
+    assert payload["model"]["base_width"] == 4
+    with open(tmp_path / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows] == [3, 6]
+    for r in rows:
+        assert 0 <= float(r["val_pixel_error"]) <= 1 and 0 <= float(r["val_rand_error"]) <= 1
+        assert np.isfinite(float(r["loss"]))
+    assert payload["best"]["iteration"] in (3, 6)
+
+
+def test_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch):
+    slices, validation = data
+    full = train(MODEL, settings(), slices, validation, tmp_path / "full", "cpu", 1, "r")
+
+    calls = {"n": 0}
+    real_loss = train_module.segmentation_loss
+
+    def dies_at_fifth_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # a kill between checkpoints
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "segmentation_loss", dies_at_fifth_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(MODEL, settings(), slices, validation, tmp_path / "resumed", "cpu", 1, "r")
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["iteration"] == 4
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    resumed = train(MODEL, settings(), slices, validation, tmp_path / "resumed", "cpu", 1, "r")
+
+    a, b = load_checkpoint(full), load_checkpoint(resumed)
+    assert a["iteration"] == b["iteration"]
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=0)
+    last = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert last["iteration"] == 6
+
+
+def test_checkpoint_of_another_run_is_not_resumed(data, tmp_path):
+    slices, validation = data
+    train(MODEL, settings(iterations=2), slices, [], tmp_path, "cpu", 1, "first")
+    train(MODEL, settings(iterations=3), slices, [], tmp_path, "cpu", 1, "second")
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["run_id"] == "second"
+    assert load_checkpoint(tmp_path / "model.pt")["iteration"] == 3
+
+
+def test_fingerprint_tracks_settings():
+    assert fingerprint(MODEL, settings(), ["a"]) != fingerprint(MODEL, settings(lr=0.1), ["a"])
+    assert fingerprint(MODEL, settings(), ["a"]) == fingerprint(dict(MODEL), settings(), ["a"])
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="optimizer"):
+        settings(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="unknown train settings"):
+        TrainSettings.from_dict({"iters": 3})

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import tifffile
+from conftest import naive_two_nearest
+
+from unetflow.labels import BINARY_255, INSTANCES, instance_labels
+from unetflow.store import open_image
+from unetflow.weightmap import WeightParams, class_weights, compute_weights, cutoff_distance, weight_map
+
+
+def reference(labels, w0=10.0, sigma=5.0):
+    """Naive w(x): the module docstring's definition computed the slow, obvious way."""
+    cell = labels > 0
+    wc = class_weights([(~cell).sum(), cell.sum()])
+    d1, d2 = naive_two_nearest(instance_labels(labels, BINARY_255, 4))
+    w = np.where(cell, wc[1], wc[0])
+    return w + (~cell) * w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
+
+
+def test_matches_naive_reference_on_synthetic(small_stack):
+    _, _, labels = small_stack
+    for s in labels:
+        ref = reference(s)
+        got = weight_map(s, BINARY_255, WeightParams())
+        assert np.max(np.abs(got - ref) / ref) <= 1e-6
+
+
+def test_matches_naive_reference_on_isbi(isbi_dir):
+    labels = tifffile.imread(isbi_dir / "train-labels.tif")
+    for s in labels[:3]:  # every slice is checked by the benchmark; three keep the suite fast
+        ref = reference(s)
+        got = weight_map(s, BINARY_255, WeightParams())
+        assert np.max(np.abs(got - ref) / ref) <= 1e-6
+
+
+def test_class_weights_average_to_one():
+    w = class_weights([30, 70])
+    assert np.isclose((30 * w[0] + 70 * w[1]) / 100, 1.0)
+    assert np.allclose(class_weights([0, 10]), [1.0, 1.0])
+
+
+def test_cutoff_bounds_the_term():
+    r = cutoff_distance(10, 5, 1e-7, 0.5)
+    assert 10 * np.exp(-(r**2) / 50) <= 1e-7 * 0.5 * (1 + 1e-9)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.zeros((16, 16), np.uint8),  # all membrane, no cell
+        np.full((16, 16), 255, np.uint8),  # all cell
+        np.pad(np.full((4, 4), 255, np.uint8), 6),  # one cell: d2 undefined
+    ],
+)
+def test_edge_cases_are_finite(labels):
+    w = weight_map(labels, BINARY_255, WeightParams())
+    assert np.all(np.isfinite(w)) and w.min() > 0
+
+
+def test_touching_gap_gets_high_weight():
+    labels = np.full((20, 21), 255, np.uint8)
+    labels[:, 10] = 0  # a one-pixel gap between two cells
+    w = weight_map(labels, BINARY_255, WeightParams(balance="none"))
+    assert np.allclose(w[:, 10], 1 + 10 * np.exp(-4 / 50))
+    assert np.allclose(w[:, :10], 1.0)
+
+
+def test_instance_labels_are_used_as_given():
+    labels = np.zeros((10, 10), np.uint16)
+    labels[:, :5] = 7
+    labels[:, 5:] = 9  # touching with no gap: two cells, no membrane
+    w = weight_map(labels, INSTANCES, WeightParams())
+    assert np.allclose(w, 1.0)
+
+
+def test_chunked_equals_in_memory(ingested, tmp_path):
+    _, labels_path = ingested
+    out = compute_weights(labels_path, tmp_path / "w.ome.zarr", WeightParams())
+    weights = open_image(out)
+    labels = open_image(labels_path).array[:]
+    counts = [(labels == 0).sum(), (labels > 0).sum()]
+    wc = class_weights(counts)
+    for z in range(labels.shape[0]):
+        expected = weight_map(labels[z], BINARY_255, WeightParams(), wc)
+        np.testing.assert_allclose(weights.array[z], expected, rtol=1e-6)
+    assert weights.attrs["class_weights"] == pytest.approx(list(wc))
+    per_image = open_image(compute_weights(labels_path, tmp_path / "i.ome.zarr", WeightParams(balance="image")))
+    np.testing.assert_allclose(per_image.array[1], weight_map(labels[1], BINARY_255, WeightParams()), rtol=1e-6)
+
+
+def test_anisotropic_spacing_scales_distances():
+    labels = np.full((9, 9), 255, np.uint8)
+    labels[4, :] = 0
+    iso = weight_map(labels, BINARY_255, WeightParams(balance="none"))
+    aniso = weight_map(labels, BINARY_255, WeightParams(balance="none"), spacing=(2.0, 1.0))
+    # gap of one pixel along y: d1 + d2 = 2 px isotropic, 4 units when y pixels are twice as long
+    assert np.isclose(iso[4, 4], 1 + 10 * np.exp(-4 / 50))
+    assert np.isclose(aniso[4, 4], 1 + 10 * np.exp(-16 / 50))

@@ -1,0 +1,179 @@
+"""Integration: the Snakemake pipeline end to end on a tiny config, re-runs, and a dry run of the ISBI config."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT
+
+from unetflow.store import open_image
+
+pytestmark = pytest.mark.integration
+
+TINY = {
+    "results": "results",
+    "synthetic": {"enabled": True, "seed": 3, "train": [3, 96, 96], "validation": [2, 96, 96], "volume": [2, 100, 120]},
+    "datasets": {
+        "tiny_train": {
+            "images": "results/synthetic/train-images.tif",
+            "labels": "results/synthetic/train-labels.tif",
+            "voxel_size": [50, 4, 4],
+        },
+        "tiny_validation": {
+            "images": "results/synthetic/validation-images.tif",
+            "labels": "results/synthetic/validation-labels.tif",
+            "voxel_size": [50, 4, 4],
+        },
+        "tiny_volume": {"images": "results/synthetic/volume-images.tif", "voxel_size": [50, 4, 4]},
+    },
+    "experiment": {
+        "name": "tiny",
+        "train": ["tiny_train"],
+        "validation": ["tiny_validation"],
+        "predict": ["tiny_validation", "tiny_volume"],
+    },
+    "model": {"base_width": 4, "levels": 3},
+    "train": {
+        "iterations": 8,
+        "tile": 36,
+        "optimizer": "adam",
+        "lr": 0.001,
+        "validate_every": 4,
+        "checkpoint_every": 4,
+        "workers": 0,
+        "threads": 1,
+        "gpus": 0,
+    },
+    "predict": {"block": [1, 64, 64], "threads": 1},
+}
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--cores",
+        "2",
+        "--workflow-profile",
+        "none",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=workdir)
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run: rule name -> job count."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("job ") and "count" in line)
+    jobs = {}
+    for line in lines[start + 2 :]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    run = snakemake(work, "--configfile", "tiny.yaml")
+    assert run.returncode == 0, run.stderr[-4000:]
+    return work
+
+
+def test_every_output_exists_and_metrics_are_in_range(pipeline):
+    r = pipeline / "results"
+    for v in ("tiny_validation", "tiny_volume"):
+        probs = open_image(r / "tiny" / v / "probabilities.ome.zarr")
+        seg = open_image(r / "tiny" / v / "segmentation.ome.zarr")
+        assert probs.axes == "czyx" and seg.axes == "zyx" and probs.shape[1:] == seg.shape
+    assert open_image(r / "tiny" / "tiny_volume" / "segmentation.ome.zarr").shape == (2, 100, 120)
+    assert open_image(r / "data" / "tiny_train" / "weights.ome.zarr").array[:].min() > 0
+    assert (r / "models" / "tiny" / "model.pt").exists()
+    log = pd.read_csv(r / "models" / "tiny" / "train_log.csv")
+    assert list(log["iteration"]) == [4, 8]
+    metrics = pd.read_csv(r / "report" / "metrics.csv")
+    summary = pd.read_csv(r / "report" / "summary.csv")
+    assert len(metrics) == 2 and list(summary["volume"]) == ["tiny_validation"]
+    values = metrics.drop(columns=["experiment", "volume", "slice"]).to_numpy()
+    assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
+    for rule in ("synthesize", "train", "report"):
+        assert list((r / "logs").rglob(f"*{rule}*")) or rule == "synthesize"
+    assert not list(r.rglob("*.partial"))
+
+
+def test_second_run_has_nothing_to_do(pipeline):
+    run = snakemake(pipeline, "--configfile", "tiny.yaml", "-n")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Nothing to be done" in run.stdout + run.stderr
+
+
+def test_changed_setting_reruns_only_what_it_touches(pipeline):
+    changed = yaml.safe_load((pipeline / "tiny.yaml").read_text())
+    changed["segment"] = {"threshold": 0.6}
+    (pipeline / "changed.yaml").write_text(yaml.safe_dump(changed))
+    run = snakemake(pipeline, "--configfile", "changed.yaml", "-n", "--quiet", "rules")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert planned_jobs(run.stdout + run.stderr) == {"segment": 2, "evaluate": 1, "report": 1, "all": 1}
+
+
+def test_bad_config_is_refused_with_the_setting_named(tmp_path):
+    bad = dict(TINY, train={**TINY["train"], "optimizer": "rmsprop"})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    run = snakemake(tmp_path, "--configfile", "bad.yaml", "-n")
+    assert run.returncode != 0 and "rmsprop" in run.stdout + run.stderr
+    missing = dict(TINY, experiment={**TINY["experiment"], "train": ["tiny_volume"]})
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump(missing))
+    run = snakemake(tmp_path, "--configfile", "missing.yaml", "-n")
+    assert run.returncode != 0 and "tiny_volume" in run.stdout + run.stderr and "labels" in run.stdout + run.stderr
+
+
+def test_isbi_config_dry_run_lists_every_stage(isbi_dir, tmp_path):
+    run = snakemake(
+        tmp_path, "--configfile", str(ROOT / "config" / "isbi2012.yaml"), "--config", f"data_root={isbi_dir}", "-n"
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = planned_jobs(run.stdout + run.stderr)
+    assert jobs == {
+        "ingest": 5,
+        "weights": 1,
+        "train": 1,
+        "predict": 2,
+        "segment": 2,
+        "evaluate": 1,
+        "report": 1,
+        "all": 1,
+    }
+
+
+def test_lint_is_clean():
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--lint",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(ROOT),
+            "--workflow-profile",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Lints for" not in run.stdout + run.stderr
