@@ -1,4 +1,6 @@
 import csv
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -6,7 +8,7 @@ import torch
 
 from unetflow import train as train_module
 from unetflow.models.checkpoint import load_checkpoint, load_model
-from unetflow.train import TrainSettings, fingerprint, load_slices, load_validation, train
+from unetflow.train import Interrupted, TrainSettings, fingerprint, load_slices, load_validation, train
 from unetflow.weightmap import WeightParams, compute_weights
 
 MODEL = {"base_width": 4, "levels": 3}
@@ -76,6 +78,29 @@ def test_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch):
         torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=0)
     last = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert last["iteration"] == 6
+
+
+def test_sigterm_checkpoints_then_resumes(data, tmp_path, monkeypatch):
+    slices, _ = data
+    full = train(MODEL, settings(), slices, [], tmp_path / "full", "cpu", 1, "s")
+    calls = {"n": 0}
+    real_loss = train_module.segmentation_loss
+
+    def preempted_at_third_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends before preemption
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "segmentation_loss", preempted_at_third_step)
+    with pytest.raises(Interrupted, match="iteration 3"):
+        train(MODEL, settings(), slices, [], tmp_path / "pre", "cpu", 1, "s")
+    assert load_checkpoint(tmp_path / "pre" / "checkpoints" / "last.pt")["iteration"] == 3
+    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    resumed = train(MODEL, settings(), slices, [], tmp_path / "pre", "cpu", 1, "s")
+    a, b = load_checkpoint(full), load_checkpoint(resumed)
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=0)
 
 
 def test_checkpoint_of_another_run_is_not_resumed(data, tmp_path):

@@ -235,6 +235,8 @@ def train(
         num_workers=settings.workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        # A private generator: creating the loader must not consume the global RNG that dropout replays.
+        generator=torch.Generator().manual_seed(settings.seed),
     )
 
     def save_state(iteration: int) -> None:
