@@ -96,3 +96,22 @@ def test_anisotropic_spacing_scales_distances():
     # gap of one pixel along y: d1 + d2 = 2 px isotropic, 4 units when y pixels are twice as long
     assert np.isclose(iso[4, 4], 1 + 10 * np.exp(-4 / 50))
     assert np.isclose(aniso[4, 4], 1 + 10 * np.exp(-16 / 50))
+
+
+def test_distance_kernel_matches_scipy():
+    from scipy import ndimage
+
+    from unetflow.distance import distance_to, two_nearest
+
+    rng = np.random.default_rng(0)
+    for shape, spacing in [((50, 61), (1.0, 1.0)), ((40, 33), (2.5, 1.0)), ((6, 20, 30), (5.0, 1.0, 1.3))]:
+        sources = rng.random(shape) > 0.97
+        expected = ndimage.distance_transform_edt(~sources, sampling=spacing)
+        np.testing.assert_allclose(distance_to(sources, spacing), expected, rtol=1e-12, atol=1e-12)
+    assert np.all(np.isinf(distance_to(np.zeros((3, 4), bool))))
+    cells = np.zeros((30, 30), int)
+    cells[2:5, 2:5], cells[20:25, 3:9], cells[10:12, 25:28] = 1, 2, 3
+    d1, d2 = two_nearest(cells, np.inf)
+    d1_ref, d2_ref = naive_two_nearest(cells)
+    np.testing.assert_allclose(d1, d1_ref)
+    np.testing.assert_allclose(d2, d2_ref)

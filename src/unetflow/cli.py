@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sigma", type=float, default=5.0)
     s.add_argument("--balance", choices=["dataset", "image", "none"], default="dataset")
     s.add_argument("--connectivity", type=int, default=None)
-    s.add_argument("--tolerance", type=float, default=1e-7)
+    s.add_argument("--tolerance", type=float, default=5e-7)
     s.add_argument("--dims", type=int, choices=[2, 3], default=2)
     s.set_defaults(func=cmd_weights)
 

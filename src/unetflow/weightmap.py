@@ -11,9 +11,11 @@ Definitions (Ronneberger et al. 2015, eq. 2):
   whole labelled dataset (`balance="dataset"`, default) or per slice (`balance="image"`); a class absent
   from the counted pixels gets weight 1.
 
-The boundary term is below `tolerance * min(w_c)` once d1 + d2 > R = sigma * sqrt(2 ln(w0 / (tol * min w_c))),
-so each cell's distance transform is computed only in its bounding box grown by R: the cost grows with
-pixels, not with cells times pixels.
+The boundary term is below `tolerance * w_membrane` (at most that fraction of the weight of any pixel it
+applies to) once d1 + d2 > R = sigma * sqrt(2 ln(w0 / (tolerance * w_membrane))); with the default
+tolerance 5e-7 the result is within a relative 1e-6 of the exact definition. So each cell's distance
+transform runs only on its bounding box grown by R (`unetflow.distance.two_nearest`): the cost grows with
+pixels, not with cells times pixels, and R is also the halo a chunk needs (see `halo`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
-from scipy import ndimage
 
+from unetflow.distance import two_nearest
 from unetflow.labels import cell_mask, instance_labels
 from unetflow.store import atomic_output, create_image, open_image, set_attrs
 
@@ -36,7 +38,7 @@ class WeightParams:
     sigma: float = 5.0
     balance: str = "dataset"
     connectivity: int | None = None  # None: 4 in 2D, 6 in 3D
-    tolerance: float = 1e-7
+    tolerance: float = 5e-7
     dims: int = 2
 
     def __post_init__(self) -> None:
@@ -70,32 +72,6 @@ def cutoff_distance(w0: float, sigma: float, tolerance: float, floor: float) -> 
     return float(sigma * np.sqrt(2 * np.log(ratio))) if ratio > 1 else 0.0
 
 
-def two_nearest_distances(
-    cells: np.ndarray, cutoff: float, spacing: Sequence[float] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Distance to the nearest and second-nearest cell per pixel, exact wherever it is below `cutoff`.
-
-    Beyond `cutoff` a distance may be reported as inf; callers use it only through exp(-(d1+d2)^2 ...).
-    """
-    spacing = np.ones(cells.ndim) if spacing is None else np.asarray(spacing, float)
-    d1 = np.full(cells.shape, np.inf, np.float64)
-    d2 = np.full(cells.shape, np.inf, np.float64)
-    grow = np.ceil(cutoff / spacing).astype(int) + 1
-    for index, box in enumerate(ndimage.find_objects(cells), start=1):
-        if box is None:
-            continue
-        window = tuple(
-            slice(max(0, b.start - g), min(n, b.stop + g)) for b, g, n in zip(box, grow, cells.shape, strict=True)
-        )
-        outside = cells[window] != index
-        d = ndimage.distance_transform_edt(outside, sampling=spacing)
-        a1, a2 = d1[window], d2[window]
-        closer = d < a1
-        a2[:] = np.where(closer, a1, np.minimum(a2, d))
-        a1[:] = np.where(closer, d, a1)
-    return d1, d2
-
-
 def weight_map(
     labels: np.ndarray,
     convention: str,
@@ -116,11 +92,12 @@ def weight_map(
         if spacing is not None:
             spacing_rel = np.asarray(spacing, float) / min(spacing)
         cells = instance_labels(labels, convention, params.structure_connectivity)
-        cutoff = cutoff_distance(params.w0, params.sigma, params.tolerance, float(np.min(w_class)))
-        d1, d2 = two_nearest_distances(cells, cutoff, spacing_rel)
-        background = ~cell
-        s = d1[background] + d2[background]
-        w[background] += params.w0 * np.exp(-np.square(s) / (2 * params.sigma**2))
+        # The term is added on membrane pixels only, whose weight is at least w_class[0].
+        cutoff = cutoff_distance(params.w0, params.sigma, params.tolerance, float(w_class[0]))
+        d1, d2 = two_nearest(cells, cutoff, spacing_rel)
+        near = ~cell & np.isfinite(d2)
+        s = d1[near] + d2[near]
+        w[near] += params.w0 * np.exp(-np.square(s) / (2 * params.sigma**2))
     return w.astype(np.float32)
 
 
