@@ -26,9 +26,11 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
+from dask.array import overlap
 
+from unetflow.components import label as label_chunked
 from unetflow.distance import two_nearest
-from unetflow.labels import cell_mask, instance_labels
+from unetflow.labels import INSTANCES, cell_mask, connectivity_structure, instance_labels
 from unetflow.store import atomic_output, create_image, open_image, set_attrs
 
 
@@ -72,6 +74,34 @@ def cutoff_distance(w0: float, sigma: float, tolerance: float, floor: float) -> 
     return float(sigma * np.sqrt(2 * np.log(ratio))) if ratio > 1 else 0.0
 
 
+def halo(params: WeightParams, w_membrane: float, spacing: Sequence[float]) -> tuple[int, ...]:
+    """Pixels of context per axis that make a chunk's weights equal the whole-array result (to `tolerance`).
+
+    Every cell pixel that can change a chunk pixel's weight lies within R (the cutoff) of it, so the chunk grown
+    by ceil(R / spacing) pixels per axis, with cells identified globally, sees all of them.
+    """
+    spacing = np.asarray(spacing, float) / min(spacing)
+    reach = cutoff_distance(params.w0, params.sigma, params.tolerance, w_membrane)
+    return tuple(int(np.ceil(reach / s)) for s in spacing)
+
+
+def weights_from_cells(
+    cells: np.ndarray, w_class: np.ndarray, params: WeightParams, spacing: Sequence[float] | None = None
+) -> np.ndarray:
+    """w(x) from instance ids (0 = membrane) and class weights (membrane, cell)."""
+    cell = cells > 0
+    w = np.where(cell, w_class[1], w_class[0]).astype(np.float64)
+    if params.w0 > 0 and not cell.all():
+        spacing_rel = None if spacing is None else np.asarray(spacing, float) / min(spacing)
+        # The term is added on membrane pixels only, whose weight is at least w_class[0].
+        cutoff = cutoff_distance(params.w0, params.sigma, params.tolerance, float(w_class[0]))
+        d1, d2 = two_nearest(cells, cutoff, spacing_rel)
+        near = ~cell & np.isfinite(d2)
+        s = d1[near] + d2[near]
+        w[near] += params.w0 * np.exp(-np.square(s) / (2 * params.sigma**2))
+    return w.astype(np.float32)
+
+
 def weight_map(
     labels: np.ndarray,
     convention: str,
@@ -83,58 +113,83 @@ def weight_map(
     labels = np.asarray(labels)
     if labels.ndim != params.dims:
         raise ValueError(f"expected {params.dims}D labels, got shape {labels.shape}")
-    cell = cell_mask(labels, convention)
+    cells = instance_labels(labels, convention, params.structure_connectivity)
     if w_class is None:
-        w_class = np.ones(2) if params.balance == "none" else class_weights([int((~cell).sum()), int(cell.sum())])
-    w = np.where(cell, w_class[1], w_class[0]).astype(np.float64)
-    if params.w0 > 0 and not cell.all():
-        spacing_rel = None
-        if spacing is not None:
-            spacing_rel = np.asarray(spacing, float) / min(spacing)
-        cells = instance_labels(labels, convention, params.structure_connectivity)
-        # The term is added on membrane pixels only, whose weight is at least w_class[0].
-        cutoff = cutoff_distance(params.w0, params.sigma, params.tolerance, float(w_class[0]))
-        d1, d2 = two_nearest(cells, cutoff, spacing_rel)
-        near = ~cell & np.isfinite(d2)
-        s = d1[near] + d2[near]
-        w[near] += params.w0 * np.exp(-np.square(s) / (2 * params.sigma**2))
-    return w.astype(np.float32)
+        w_class = (
+            np.ones(2) if params.balance == "none" else class_weights([int((cells == 0).sum()), int((cells > 0).sum())])
+        )
+    return weights_from_cells(cells, np.asarray(w_class, float), params, spacing)
 
 
-def count_classes(labels: da.Array, convention: str) -> np.ndarray:
-    """Pixel counts (membrane, cell) over a whole label volume, chunk by chunk."""
-    cell = labels.map_blocks(lambda b: cell_mask(b, convention), dtype=bool)
-    n_cell = int(cell.sum().compute())
-    return np.array([labels.size - n_cell, n_cell])
+def global_cells(labels: da.Array, convention: str, params: WeightParams) -> da.Array:
+    """Instance ids over the whole volume, chunk by chunk: given ids, or connected components that are
+    consistent across chunk borders (per slice in 2D, in 3D otherwise)."""
+    if convention == INSTANCES:
+        return labels
+    mask = labels.map_blocks(lambda b: cell_mask(b, convention), dtype=bool)
+    if params.dims == 2:
+        structure = np.zeros((3, 3, 3), bool)
+        structure[1] = connectivity_structure(2, params.structure_connectivity)
+    else:
+        structure = connectivity_structure(3, params.structure_connectivity)
+    return label_chunked(mask, structure)
 
 
-def compute_weights(labels_path: str | Path, out: str | Path, params: WeightParams) -> Path:
-    """Stream a label OME-Zarr (zyx) slab by slab and write `weights.ome.zarr` chunk by chunk."""
+def compute_weights(
+    labels_path: str | Path, out: str | Path, params: WeightParams, chunks: Sequence[int] | None = None
+) -> Path:
+    """Stream a label OME-Zarr (zyx) chunk by chunk and write `weights.ome.zarr` with the same chunks.
+
+    Each chunk is computed with a halo (see `halo`) from globally consistent cell ids, so the result equals
+    the whole-array computation while memory stays bounded by the chunk size.
+    """
     image = open_image(labels_path)
     convention = image.attrs.get("label_convention")
     if convention is None:
         raise ValueError(f"{labels_path}: no label convention recorded; run `unetflow ingest --kind labels`")
     if image.axes != "zyx":
         raise ValueError(f"{labels_path}: expected axes zyx, got {image.axes}")
-    z, y, x = image.shape
-    block = (1, y, x) if params.dims == 2 else (z, y, x)
-    labels = da.from_zarr(image.array, chunks=block)
-    w_class = None
+    labels = da.from_zarr(image.array)
+    if chunks is not None:
+        labels = labels.rechunk(tuple(chunks))
+    cells = global_cells(labels, convention, params)
+    cell = cells > 0
     if params.balance == "dataset":
-        counts = count_classes(labels, convention)
-        w_class = class_weights(counts)
-    elif params.balance == "none":
-        w_class = np.ones(2)
+        n_cell = int(cell.sum().compute())
+        per_slice = np.tile(class_weights([labels.size - n_cell, n_cell]), (labels.shape[0], 1))
+    elif params.balance == "image" and params.dims == 2:
+        n_cell = cell.sum(axis=(1, 2)).compute()
+        plane = labels.shape[1] * labels.shape[2]
+        per_slice = np.array([class_weights([plane - n, n]) for n in n_cell])
+    elif params.balance == "image":
+        n_cell = int(cell.sum().compute())
+        per_slice = np.tile(class_weights([labels.size - n_cell, n_cell]), (labels.shape[0], 1))
+    else:
+        per_slice = np.ones((labels.shape[0], 2))
     spacing = image.voxel_size[1:] if params.dims == 2 else image.voxel_size
+    context = halo(params, float(per_slice[:, 0].min()), spacing)
+    depth = {0: 0, 1: context[0], 2: context[1]} if params.dims == 2 else dict(enumerate(context))
+    # An axis held in one chunk needs no halo; a halo never needs to exceed the axis.
+    depth = {a: 0 if len(cells.chunks[a]) == 1 else min(d, cells.shape[a]) for a, d in depth.items()}
 
-    def one_block(b: np.ndarray) -> np.ndarray:
-        if params.dims == 2:
-            return weight_map(b[0], convention, params, w_class, spacing)[None]
-        return weight_map(b, convention, params, w_class, spacing)
+    def one_block(block: np.ndarray, block_info=None) -> np.ndarray:
+        z0, z1 = block_info[0]["array-location"][0]
+        if params.dims == 3:
+            return weights_from_cells(block, per_slice[0], params, spacing)
+        return np.stack([weights_from_cells(block[k], per_slice[z0 + k], params, spacing) for k in range(z1 - z0)])
 
-    weights = labels.map_blocks(one_block, dtype=np.float32)
+    # Chunks thinner than the halo are merged with a neighbour first (dask needs depth <= chunk size);
+    # the result is cut back to the store's chunks so that every write covers whole chunks.
+    grown = cells.rechunk(
+        tuple(
+            overlap.ensure_minimum_chunksize(depth[axis], c) if depth[axis] else c
+            for axis, c in enumerate(cells.chunks)
+        )
+    )
+    weights = da.map_overlap(one_block, grown, depth=depth, boundary="none", dtype=np.float32)
+    weights = weights.rechunk(labels.chunks)
     with atomic_output(out) as tmp:
-        target = create_image(tmp, image.shape, np.float32, block, "zyx", image.voxel_size, image.unit)
+        target = create_image(tmp, image.shape, np.float32, labels.chunksize, "zyx", image.voxel_size, image.unit)
         da.store(weights, target, lock=False)
         set_attrs(
             tmp,
@@ -142,10 +197,12 @@ def compute_weights(labels_path: str | Path, out: str | Path, params: WeightPara
                 "kind": "weights",
                 "w0": params.w0,
                 "sigma": params.sigma,
+                "tolerance": params.tolerance,
                 "balance": params.balance,
-                "class_weights": None if w_class is None else [float(v) for v in w_class],
+                "class_weights": per_slice[0].tolist() if params.balance != "image" else None,
                 "connectivity": params.structure_connectivity,
                 "dims": params.dims,
+                "halo": list(context),
             },
         )
     return Path(out)
