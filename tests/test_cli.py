@@ -47,6 +47,12 @@ def test_synth_ingest_weights_via_cli(tmp_path, capsys):
     )
     assert main(["weights", str(tmp_path / "l.ome.zarr"), str(tmp_path / "w.ome.zarr")]) == 0
     assert open_image(tmp_path / "w.ome.zarr").array[:].min() > 0
+    assert main(["ingest", str(tmp_path / "train-images.tif"), str(tmp_path / "i.ome.zarr")]) == 0
+    args = [str(tmp_path / n) for n in ("i.ome.zarr", "l.ome.zarr", "w.ome.zarr", "fig.png")]
+    assert main(["figure-weights", *args]) == 0
+    assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["figure-weights", *args[:3], str(tmp_path / "bad.png"), "--slice", "5"]) == 1
+    assert "slice 5 out of range" in capsys.readouterr().err
 
 
 def test_errors_name_the_input_and_exit_nonzero(tmp_path, capsys):

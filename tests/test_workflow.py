@@ -111,6 +111,7 @@ def test_every_output_exists_and_metrics_are_in_range(pipeline):
     assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
     for rule in ("synthesize", "train", "report"):
         assert list((r / "logs").rglob(f"*{rule}*")) or rule == "synthesize"
+    assert (r / "report" / "weights_tiny_train.png").stat().st_size > 1000
     assert not list(r.rglob("*.partial"))
 
 
@@ -148,6 +149,7 @@ def test_isbi_config_dry_run_lists_every_stage(isbi_dir, tmp_path):
     jobs = planned_jobs(run.stdout + run.stderr)
     assert jobs == {
         "ingest": 5,
+        "weights_figure": 1,
         "weights": 1,
         "train": 1,
         "predict": 2,

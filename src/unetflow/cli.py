@@ -45,6 +45,12 @@ def cmd_weights(a: argparse.Namespace) -> None:
     compute_weights(a.labels, a.out, params)
 
 
+def cmd_figure_weights(a: argparse.Namespace) -> None:
+    from unetflow.figures import weight_figure
+
+    weight_figure(a.images, a.labels, a.weights, a.out, a.slice)
+
+
 def cmd_train(a: argparse.Namespace) -> None:
     from unetflow.train import TrainSettings, fingerprint, load_slices, load_validation, train
 
@@ -119,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", type=float, default=5e-7)
     s.add_argument("--dims", type=int, choices=[2, 3], default=2)
     s.set_defaults(func=cmd_weights)
+
+    s = sub.add_parser("figure-weights", help="PNG: image, labels and weight map of one slice")
+    s.add_argument("images")
+    s.add_argument("labels")
+    s.add_argument("weights")
+    s.add_argument("out")
+    s.add_argument("--slice", type=int, default=0)
+    s.set_defaults(func=cmd_figure_weights)
 
     s = sub.add_parser("train", help="train a U-Net; writes model.pt and train_log.csv")
     s.add_argument("--images", nargs="+", required=True)

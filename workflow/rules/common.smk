@@ -102,6 +102,9 @@ def all_outputs():
         results(f"{EXPERIMENT}/{v}/segmentation.ome.zarr")
         for v in config["experiment"]["predict"]
     ]
+    outputs += [
+        results(f"report/weights_{d}.png") for d in config["experiment"]["train"][:1]
+    ]
     if evaluated_volumes():
         outputs += [results("report/metrics.csv"), results("report/summary.csv")]
     return outputs
