@@ -21,7 +21,7 @@ rule weights:
         w0=W["w0"],
         sigma=W["sigma"],
         balance=W["balance"],
-        dims=W["dims"],
+        dims=W["dims"] or config["model"]["dims"],
         connectivity=f"--connectivity {W['connectivity']}" if W["connectivity"] else "",
     shell:
         "python -m unetflow weights {input} {output} --w0 {params.w0} --sigma {params.sigma} "
