@@ -38,9 +38,17 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
 
 
 def segmentation_loss(
-    kind: str, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    kind: str,
+    logits: torch.Tensor | list[torch.Tensor],
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Loss `kind` (weighted_ce, ce, dice_ce) between logits and the cropped target (and weights)."""
+    """Loss `kind` (weighted_ce, ce, dice_ce) between logits and the cropped target (and weights).
+
+    A list of logits (deep supervision) gives the mean of the losses of its members.
+    """
+    if isinstance(logits, list | tuple):
+        return torch.stack([segmentation_loss(kind, one, target, weight) for one in logits]).mean()
     target = crop_like(target, logits)
     if kind == "weighted_ce":
         if weight is None:

@@ -16,6 +16,16 @@ from unetflow.models.geometry import Geometry
 from unetflow.models.layers import ConvBlock, center_crop, conv_cls, he_init, pool_cls, up_cls
 
 
+def config_from_dict(cls: type, d: dict[str, Any], name: str) -> Any:
+    """A model config dataclass from settings; None means "this architecture's default"."""
+    known = {f.name for f in fields(cls)}
+    given = {k: v for k, v in d.items() if k != "architecture" and v is not None}
+    unknown = set(given) - known
+    if unknown:
+        raise ValueError(f"unknown model settings for {name}: {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**given)
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Everything that defines a U-Net's shape; stored in checkpoints so a model rebuilds without the config file."""
@@ -39,11 +49,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known - {"architecture"}
-        if unknown:
-            raise ValueError(f"unknown model settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return config_from_dict(cls, d, "unet")
 
     def to_dict(self) -> dict[str, Any]:
         return {"architecture": "unet", **asdict(self)}
@@ -93,9 +99,20 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def build_model(settings: dict[str, Any]) -> UNet:
+ARCHITECTURES = ("unet", "unetpp", "unet3p")
+
+
+def build_model(settings: dict[str, Any]) -> nn.Module:
     """Build a model from its settings dict (config `model:` section or a checkpoint's `model` entry)."""
     arch = settings.get("architecture", "unet")
-    if arch != "unet":
-        raise ValueError(f"model.architecture {arch!r} is not available; available: unet")
-    return UNet(UNetConfig.from_dict(settings))
+    if arch == "unet":
+        return UNet(UNetConfig.from_dict(settings))
+    if arch == "unetpp":
+        from unetflow.models.unetpp import UNetPlusPlus, UNetPPConfig
+
+        return UNetPlusPlus(UNetPPConfig.from_dict(settings))
+    if arch == "unet3p":
+        from unetflow.models.unet3p import UNet3PConfig, UNet3Plus
+
+        return UNet3Plus(UNet3PConfig.from_dict(settings))
+    raise ValueError(f"model.architecture {arch!r} is not available; available: {', '.join(ARCHITECTURES)}")
