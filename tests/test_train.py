@@ -121,3 +121,19 @@ def test_bad_settings_are_named():
         settings(optimizer="rmsprop")
     with pytest.raises(ValueError, match="unknown train settings"):
         TrainSettings.from_dict({"iters": 3})
+
+
+def test_schedules_and_logged_speed(data, tmp_path):
+    from unetflow.train import lr_factor
+
+    assert lr_factor("none", 5, 10) == 1.0
+    assert lr_factor("poly", 0, 10) == 1.0 and lr_factor("poly", 10, 10) == 0.0
+    assert lr_factor("cosine", 5, 10) == pytest.approx(0.5)
+    slices, _ = data
+    train(MODEL, settings(schedule="poly", iterations=4, validate_every=2), slices, [], tmp_path, "cpu", 1, "p")
+    with open(tmp_path / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[0]["lr"]) == pytest.approx(1e-3 * (1 - 2 / 4) ** 0.9)
+    assert all(0 <= float(r["data_wait_share"]) <= 1 and float(r["iterations_per_second"]) > 0 for r in rows)
+    with pytest.raises(ValueError, match="schedule"):
+        settings(schedule="step")

@@ -33,7 +33,17 @@ from unetflow.models.checkpoint import load_checkpoint, save_checkpoint
 from unetflow.runtime import autocast, memory_format, select_device, set_threads
 from unetflow.store import open_image
 
-LOG_FIELDS = ["iteration", "loss", "val_pixel_error", "val_rand_error", "seconds", "iterations_per_second"]
+LOG_FIELDS = [
+    "iteration",
+    "loss",
+    "lr",
+    "val_pixel_error",
+    "val_rand_error",
+    "seconds",
+    "iterations_per_second",
+    "data_wait_share",
+]
+SCHEDULES = ("none", "poly", "cosine")
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class TrainSettings:
     lr: float = 0.01
     momentum: float = 0.99
     weight_decay: float = 0.0
+    schedule: str = "none"
     loss: str = "weighted_ce"
     seed: int = 0
     validate_every: int = 250
@@ -62,6 +73,8 @@ class TrainSettings:
         if unknown:
             raise ValueError(f"unknown train settings {sorted(unknown)}")
         s = cls(augment=aug, **d)
+        if s.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {s.schedule!r}")
         if s.optimizer not in ("sgd", "adam"):
             raise ValueError(f"train.optimizer must be sgd or adam, got {s.optimizer!r}")
         if s.iterations < 1 or s.batch_size < 1 or s.tile < 1:
@@ -195,6 +208,16 @@ def _optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimize
     return torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
 
 
+def lr_factor(schedule: str, iteration: int, total: int) -> float:
+    """Learning-rate multiplier at `iteration`: constant, polynomial (power 0.9, as nnU-Net) or cosine decay."""
+    progress = min(iteration / max(total, 1), 1.0)
+    if schedule == "poly":
+        return (1 - progress) ** 0.9
+    if schedule == "cosine":
+        return 0.5 * (1 + np.cos(np.pi * progress))
+    return 1.0
+
+
 def train(
     model_settings: dict[str, Any],
     settings: TrainSettings,
@@ -218,6 +241,9 @@ def train(
     output_size = geometry.output_size(input_size) if geometry.padding == "valid" else input_size
     model = model.to(device).to(memory_format=memory_format(device, model.config.dims))
     optimizer = _optimizer(model, settings)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: lr_factor(settings.schedule, it, settings.iterations)
+    )
     start, best, log_rows = 0, None, []
     last = ckpt_dir / "last.pt"
     if last.exists():
@@ -225,6 +251,7 @@ def train(
         if state.get("run_id") == run_id:
             model.load_state_dict(state["state_dict"])
             optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
             start, best, log_rows = state["iteration"], state.get("best"), state.get("log", [])
             torch.set_rng_state(state["torch_rng"])
     sampler = TileSampler(train_data, input_size, output_size, settings, settings.iterations * settings.batch_size)
@@ -244,6 +271,7 @@ def train(
             last,
             model,
             optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
             iteration=iteration,
             best=best,
             log=log_rows,
@@ -252,10 +280,17 @@ def train(
         )
 
     model.train()
-    running, t0, done_since = [], time.perf_counter(), 0
+    running, t0, done_since, waited = [], time.perf_counter(), 0, 0.0
     iteration = start
+    batches = iter(loader)
     with _Stop() as stop, tqdm(total=settings.iterations, initial=start, desc="train", mininterval=2) as bar:
-        for x, y, w in loader:
+        while True:
+            asked = time.perf_counter()
+            batch = next(batches, None)
+            waited += time.perf_counter() - asked
+            if batch is None:
+                break
+            x, y, w = batch
             x = x.to(device, non_blocking=True).to(memory_format=memory_format(device, model.config.dims))
             y, w = y.to(device, non_blocking=True), w.to(device, non_blocking=True)
             with autocast(device):
@@ -264,13 +299,16 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at iteration {iteration + 1}; lower train.lr")
             iteration += 1
             done_since += 1
             running.append(loss.item())
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
+            bar.set_postfix(
+                loss=f"{np.mean(running[-50:]):.4f}", wait=f"{waited / max(time.perf_counter() - t0, 1e-9):.0%}"
+            )
             final = iteration == settings.iterations
             if iteration % settings.validate_every == 0 or final:
                 seconds = time.perf_counter() - t0
@@ -279,6 +317,8 @@ def train(
                     "loss": float(np.mean(running)),
                     "seconds": round(seconds, 3),
                     "iterations_per_second": round(done_since / max(seconds, 1e-9), 4),
+                    "data_wait_share": round(waited / max(seconds, 1e-9), 4),
+                    "lr": optimizer.param_groups[0]["lr"],
                     "val_pixel_error": "",
                     "val_rand_error": "",
                 }
@@ -289,7 +329,7 @@ def train(
                         best = {"iteration": iteration, "rand_error": re, "pixel_error": pe}
                         save_checkpoint(ckpt_dir / "best.pt", model, iteration=iteration, run_id=run_id)
                 log_rows.append(row)
-                running, t0, done_since = [], time.perf_counter(), 0
+                running, t0, done_since, waited = [], time.perf_counter(), 0, 0.0
             if iteration % settings.checkpoint_every == 0 or final or stop.requested:
                 save_state(iteration)
             if stop.requested and not final:

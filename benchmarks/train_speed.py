@@ -1,0 +1,67 @@
+"""Training speed: iterations per second and the share of step time spent waiting for data, side by side
+for several DataLoader worker counts (augmentation runs in the workers).
+
+Run by hand: python benchmarks/train_speed.py [--iterations 60] [--device auto] [--width 16] [--tile 164]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unetflow.labels import BINARY_255, cell_mask
+from unetflow.synthetic import synthesize
+from unetflow.train import Slices, TrainSettings, train
+from unetflow.weightmap import WeightParams, weight_map
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--iterations", type=int, default=60)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--levels", type=int, default=4)
+    parser.add_argument("--tile", type=int, default=164)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    image, labels = synthesize((8, 256, 256), seed=0)
+    mean, std = image.mean(), image.std()
+    slices = Slices(
+        [((s - mean) / std).astype(np.float32) for s in image],
+        [cell_mask(s, BINARY_255).astype(np.uint8) for s in labels],
+        [weight_map(s, BINARY_255, WeightParams()) for s in labels],
+    )
+    model = {"base_width": args.width, "levels": args.levels}
+    print(
+        f"device={args.device} torch threads={args.threads or torch.get_num_threads()} model={model} tile={args.tile}"
+    )
+    print(f"{'workers':>7} {'it/s':>8} {'data wait share':>16}")
+    for workers in args.workers:
+        settings = TrainSettings.from_dict(
+            {
+                "iterations": args.iterations,
+                "tile": args.tile,
+                "optimizer": "adam",
+                "lr": 1e-3,
+                "batch_size": args.batch,
+                "validate_every": args.iterations,
+                "checkpoint_every": args.iterations,
+                "workers": workers,
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            train(model, settings, slices, [], tmp, args.device, args.threads, f"bench{workers}")
+            with open(Path(tmp) / "train_log.csv") as f:
+                row = list(csv.DictReader(f))[-1]
+        print(f"{workers:>7} {float(row['iterations_per_second']):>8.2f} {float(row['data_wait_share']):>16.1%}")
+
+
+if __name__ == "__main__":
+    main()
