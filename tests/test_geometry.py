@@ -43,3 +43,10 @@ def test_valid_window_has_no_crop():
     g = Geometry(levels=4)
     read, crop = g.window(64)
     assert crop == 0 and g.output_size(read) >= 64
+
+
+def test_unpooled_axis():
+    g = Geometry(levels=3, factor=1)
+    assert g.step == 1
+    assert g.output_size(30) == 30 - 4 * 5
+    assert g.input_size(10) == 30 and g.context == 20

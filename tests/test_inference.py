@@ -11,11 +11,10 @@ IDENTITY = IntensityStats(0.0, 1.0)
 
 def whole_pass(model, volume):
     """One forward pass over the whole (mirror-padded) volume: the reference for seamless tiling."""
-    g = model.geometry
-    lo = g.margin[0]
+    geometries = model.geometries
     spatial = volume.shape[-model.config.dims :]
-    sizes = [g.input_size(s) for s in spatial]
-    pads = [(lo, n - s - lo) for n, s in zip(sizes, spatial, strict=True)]
+    sizes = [g.input_size(s) for g, s in zip(geometries, spatial, strict=True)]
+    pads = [(g.margin[0], n - s - g.margin[0]) for g, n, s in zip(geometries, sizes, spatial, strict=True)]
     with torch.no_grad():
         if model.config.dims == 2:
             x = np.stack([np.pad(v, pads, mode="reflect") for v in volume])[:, None]
@@ -46,6 +45,16 @@ def test_tiled_3d_equals_whole_volume(block):
     assert np.abs(tiled - whole_pass(model, volume)).max() <= 1e-5
 
 
+@pytest.mark.parametrize("block", [4, 8])
+def test_tiled_anisotropic_3d_equals_whole_volume(block):
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_width=2, levels=3, dims=3, dropout=0, pool=(1, 2, 2))).eval()
+    assert [g.step for g in model.geometries] == [1, 4, 4]
+    volume = np.random.default_rng(4).normal(size=(23, 13, 11)).astype(np.float32)
+    tiled = predict_array(TileInferer(model, torch.device("cpu")), volume, IDENTITY, block)
+    assert np.abs(tiled - whole_pass(model, volume)).max() <= 1e-5
+
+
 def test_same_padding_blocks_cover_volume():
     torch.manual_seed(0)
     model = UNet(UNetConfig(base_width=2, levels=3, padding="same", dropout=0)).eval()
@@ -58,4 +67,4 @@ def test_same_padding_blocks_cover_volume():
 def test_block_sizes_off_the_pooling_grid_are_refused():
     model = UNet(UNetConfig(base_width=2, levels=4))
     with pytest.raises(ValueError, match="multiple of the model's pooling step 8"):
-        plan_blocks((1, 64, 64), (1, 20, 20), model.geometry, 2)
+        plan_blocks((1, 64, 64), (1, 20, 20), model.geometries, 2)

@@ -57,3 +57,11 @@ def test_bad_settings_are_named():
         build_model({"widht": 3})
     with pytest.raises(ValueError, match="architecture"):
         build_model({"architecture": "segnet"})
+
+
+def test_anisotropic_pooling_settings():
+    model = UNet(UNetConfig(base_width=2, levels=3, dims=3, pool=[1, 2, 2]))
+    assert model.pool_factors == (1, 2, 2) and model.config.to_dict()["pool"] == [1, 2, 2]
+    assert build_model(model.config.to_dict()).pool_factors == (1, 2, 2)
+    with pytest.raises(ValueError, match="model.pool"):
+        UNetConfig(dims=3, pool=(1, 3, 2))

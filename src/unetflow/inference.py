@@ -30,8 +30,8 @@ class TileInferer:
         self.amp = amp
 
     @property
-    def geometry(self) -> Geometry:
-        return self.model.geometry
+    def geometries(self) -> tuple[Geometry, ...]:
+        return self.model.geometries
 
     @torch.inference_mode()
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
@@ -51,11 +51,13 @@ class BlockPlan:
     """How a volume is cut for a model: blocks plus where each block's output sits in the model's output."""
 
     blocks: list[Block]
-    crop: int
+    crop: tuple[int, ...]  # per model axis: where the block's output starts in the model's output
     model_dims: int
 
 
-def plan_blocks(shape: Sequence[int], block_shape: Sequence[int], geometry: Geometry, model_dims: int) -> BlockPlan:
+def plan_blocks(
+    shape: Sequence[int], block_shape: Sequence[int], geometries: Sequence[Geometry], model_dims: int
+) -> BlockPlan:
     """Blocks over a zyx volume; a 2D model gets context in y and x only, a 3D model in all three axes.
 
     Block sizes along model axes must be multiples of the pooling step so that every tile sits on the same
@@ -64,10 +66,13 @@ def plan_blocks(shape: Sequence[int], block_shape: Sequence[int], geometry: Geom
     if len(shape) != 3 or len(block_shape) != 3:
         raise ValueError(f"expected zyx shape and block shape, got {tuple(shape)} and {tuple(block_shape)}")
     model_axes = range(3 - model_dims, 3)
-    context, reads, crop = [], [], 0
+    if len(geometries) != model_dims:
+        raise ValueError(f"expected {model_dims} per-axis geometries, got {len(geometries)}")
+    context, reads, crops = [], [], []
     for axis in range(3):
         b = int(block_shape[axis])
         if axis in model_axes:
+            geometry = geometries[axis - (3 - model_dims)]
             if b % geometry.step:
                 raise ValueError(
                     f"block size {b} along axis {'zyx'[axis]} must be a multiple of the model's pooling "
@@ -76,10 +81,11 @@ def plan_blocks(shape: Sequence[int], block_shape: Sequence[int], geometry: Geom
             read, crop = geometry.window(b)
             context.append(geometry.margin[0])
             reads.append(read)
+            crops.append(crop)
         else:
             context.append(0)
             reads.append(b)
-    return BlockPlan(block_grid(shape, block_shape, context, reads), crop, model_dims)
+    return BlockPlan(block_grid(shape, block_shape, context, reads), tuple(crops), model_dims)
 
 
 def infer_block(inferer: TileInferer, source, block: Block, plan: BlockPlan, stats: IntensityStats) -> np.ndarray:
@@ -92,8 +98,8 @@ def infer_block(inferer: TileInferer, source, block: Block, plan: BlockPlan, sta
         probs = inferer(data[None, None])[0]
     write_shape = [s.stop - s.start for s in block.write]
     index = [slice(None), slice(0, write_shape[0]) if plan.model_dims == 2 else None]
-    for axis in range(3 - plan.model_dims, 3):
-        index_axis = slice(plan.crop, plan.crop + write_shape[axis])
+    for k, axis in enumerate(range(3 - plan.model_dims, 3)):
+        index_axis = slice(plan.crop[k], plan.crop[k] + write_shape[axis])
         if axis == 0:
             index[1] = index_axis
         else:
@@ -103,10 +109,9 @@ def infer_block(inferer: TileInferer, source, block: Block, plan: BlockPlan, sta
 
 def predict_array(inferer: TileInferer, volume: np.ndarray, stats: IntensityStats, block_size: int = 256) -> np.ndarray:
     """Probabilities (classes, z, y, x) of an in-memory zyx volume, tiled like a large one."""
-    geometry = inferer.geometry
-    block_size = max(geometry.step, block_size // geometry.step * geometry.step)
-    block = (1, block_size, block_size) if inferer.dims == 2 else (block_size,) * 3
-    plan = plan_blocks(volume.shape, block, geometry, inferer.dims)
+    sizes = [max(g.step, block_size // g.step * g.step) for g in inferer.geometries]
+    block = (1, *sizes) if inferer.dims == 2 else tuple(sizes)
+    plan = plan_blocks(volume.shape, block, inferer.geometries, inferer.dims)
     out = np.zeros((inferer.model.config.classes, *volume.shape), np.float32)
     for b in plan.blocks:
         out[(slice(None), *b.write)] = infer_block(inferer, volume, b, plan, stats)

@@ -57,11 +57,11 @@ def predict_volume(
     device = select_device(device_name)
     model, _ = load_model(model_path, device)
     inferer = TileInferer(model, device, batch_size=batch_size)
-    geometry, dims = model.geometry, model.config.dims
+    geometries, dims = model.geometries, model.config.dims
     block = tuple(
         min(int(b), s) if a < 3 - dims else int(b) for a, (b, s) in enumerate(zip(block, image.shape, strict=True))
     )
-    plan = plan_blocks(image.shape, block, geometry, dims)
+    plan = plan_blocks(image.shape, block, geometries, dims)
     stats = image_stats(image)
     classes = model.config.classes
     with atomic_output(out) as tmp:
@@ -90,7 +90,7 @@ def predict_volume(
                 "classes": ["membrane", "cell"][:classes] if classes == 2 else [f"class{i}" for i in range(classes)],
                 "model": str(model_path),
                 "source": str(source),
-                "context": geometry.context,
+                "context": [g.context for g in geometries],
             },
         )
     return Path(out)

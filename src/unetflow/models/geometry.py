@@ -21,11 +21,12 @@ class Geometry:
     levels: int
     convs_per_level: int = 2
     padding: str = "valid"
+    factor: int = 2  # pooling factor along this axis: 2, or 1 for an axis that is never pooled (anisotropic 3D)
 
     @property
     def step(self) -> int:
         """Tile offsets and same-padding input sizes must be multiples of this (the total pooling factor)."""
-        return 2 ** (self.levels - 1)
+        return self.factor ** (self.levels - 1)
 
     @property
     def _trim(self) -> int:
@@ -34,16 +35,17 @@ class Geometry:
     def output_size(self, n: int) -> int | None:
         """Output size for input size `n`, or None when `n` is not a valid input size."""
         t = self._trim
+        f = self.factor
         for _ in range(self.levels - 1):
             n -= t
-            if n <= 0 or n % 2:
+            if n <= 0 or n % f:
                 return None
-            n //= 2
+            n //= f
         n -= t
         if n <= 0:
             return None
         for _ in range(self.levels - 1):
-            n = 2 * n - t
+            n = f * n - t
         return n if n > 0 else None
 
     @property
@@ -55,7 +57,7 @@ class Geometry:
             assert out is not None
             return probe - out
         # Same padding: the receptive field a valid network of this shape would need.
-        return Geometry(self.levels, self.convs_per_level, "valid").context
+        return Geometry(self.levels, self.convs_per_level, "valid", self.factor).context
 
     @property
     def margin(self) -> tuple[int, int]:
@@ -69,19 +71,19 @@ class Geometry:
             raise ValueError(f"output size must be >= 1, got {output}")
         if self.padding == "same":
             return -(-output // self.step) * self.step
-        t = self._trim
-        # Walk down from the smallest bottom size that is large enough.
+        t, f = self._trim, self.factor
+        # Walk up from the smallest bottom size that is large enough.
         bottom = 1
         while True:
             n = bottom
             for _ in range(self.levels - 1):
-                n = 2 * n - t
+                n = f * n - t
             if n >= output:
                 break
             bottom += 1
         n = bottom + t
         for _ in range(self.levels - 1):
-            n = 2 * n + t
+            n = f * n + t
         return n
 
     def window(self, write_size: int) -> tuple[int, int]:

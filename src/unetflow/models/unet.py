@@ -38,8 +38,15 @@ class UNetConfig:
     norm: str = "none"
     dropout: float = 0.5
     dims: int = 2
+    pool: tuple[int, ...] | None = None  # per-axis pooling factor, e.g. (1, 2, 2) for serial-section EM
 
     def __post_init__(self) -> None:
+        if self.pool is not None:
+            object.__setattr__(self, "pool", tuple(int(p) for p in self.pool))
+            if len(self.pool) != self.dims or not set(self.pool) <= {1, 2} or 2 not in self.pool:
+                raise ValueError(
+                    f"model.pool must give 1 or 2 per axis ({self.dims} axes, at least one 2), got {self.pool}"
+                )
         if self.padding not in ("valid", "same"):
             raise ValueError(f"model.padding must be 'valid' or 'same', got {self.padding!r}")
         if self.dims not in (2, 3):
@@ -52,7 +59,9 @@ class UNetConfig:
         return config_from_dict(cls, d, "unet")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"architecture": "unet", **asdict(self)}
+        d = asdict(self)
+        d["pool"] = list(self.pool) if self.pool is not None else None
+        return {"architecture": "unet", **d}
 
 
 class UNet(nn.Module):
@@ -68,20 +77,31 @@ class UNet(nn.Module):
         for w in widths:
             self.encoders.append(ConvBlock(d, cin, w, c.padding, c.norm))
             cin = w
-        self.pool = pool_cls(d)(2)
+        factors = self.pool_factors
+        self.pool = pool_cls(d)(factors, stride=factors)
         # The paper's Caffe model drops out after the last two levels of the contracting path.
         self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
         self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for w in reversed(widths[:-1]):
-            self.ups.append(up_cls(d)(2 * w, w, 2, stride=2))
+            self.ups.append(up_cls(d)(2 * w, w, factors, stride=factors))
             self.decoders.append(ConvBlock(d, 2 * w, w, c.padding, c.norm))
         self.head = conv_cls(d)(widths[0], c.classes, 1)
         self.apply(he_init)
 
     @property
+    def pool_factors(self) -> tuple[int, ...]:
+        return self.config.pool or (2,) * self.config.dims
+
+    @property
+    def geometries(self) -> tuple[Geometry, ...]:
+        """Tile arithmetic per spatial axis (they differ only with anisotropic pooling)."""
+        return tuple(Geometry(self.config.levels, 2, self.config.padding, f) for f in self.pool_factors)
+
+    @property
     def geometry(self) -> Geometry:
-        return Geometry(levels=self.config.levels, padding=self.config.padding)
+        """Tile arithmetic of the in-plane (last) axes."""
+        return self.geometries[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

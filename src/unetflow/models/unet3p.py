@@ -82,6 +82,10 @@ class UNet3Plus(nn.Module):
         self.apply(he_init)
 
     @property
+    def geometries(self) -> tuple[Geometry, ...]:
+        return (self.geometry,) * self.config.dims
+
+    @property
     def geometry(self) -> Geometry:
         return Geometry(levels=self.config.levels, padding="same")
 

@@ -67,6 +67,10 @@ class UNetPlusPlus(nn.Module):
         self.apply(he_init)
 
     @property
+    def geometries(self) -> tuple[Geometry, ...]:
+        return (self.geometry,) * self.config.dims
+
+    @property
     def geometry(self) -> Geometry:
         return Geometry(levels=self.config.levels, padding=self.config.padding)
 
