@@ -37,3 +37,21 @@ def test_elastic_displacement_statistics():
     rng = np.random.default_rng(0)
     stds = [elastic_displacement(rng, (64, 64), 10.0, 3).std() for _ in range(200)]
     assert 7 < np.mean(stds) < 13
+
+
+def test_volume_augmentation_is_consistent():
+    from unetflow.augment import augment_volume
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((4, 16, 16)) > 0.5).astype(np.uint8)
+    for seed in range(8):
+        img, lab, wgt = augment_volume(
+            np.random.default_rng(seed),
+            labels.astype(np.float32),
+            labels,
+            labels.astype(np.float32),
+            AugmentParams(contrast=0, brightness=0),
+        )
+        np.testing.assert_array_equal(img, lab)
+        np.testing.assert_array_equal(wgt, lab)
+        assert img.shape == (4, 16, 16) and lab.sum() == labels.sum()

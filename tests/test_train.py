@@ -137,3 +137,25 @@ def test_schedules_and_logged_speed(data, tmp_path):
     assert all(0 <= float(r["data_wait_share"]) <= 1 and float(r["iterations_per_second"]) > 0 for r in rows)
     with pytest.raises(ValueError, match="schedule"):
         settings(schedule="step")
+
+
+def test_anisotropic_3d_training(ingested, tmp_path):
+    images, labels = ingested
+    data3d = load_slices([str(images)], [str(labels)], None, dims=3)
+    assert data3d.images[0].ndim == 3
+    model = {"base_width": 2, "levels": 2, "dims": 3, "pool": [1, 2, 2]}
+    path = train(
+        model,
+        settings(iterations=2, tile=8, validate_every=2),
+        data3d,
+        load_validation([str(images)], [str(labels)]),
+        tmp_path,
+        "cpu",
+        1,
+        "3d",
+    )
+    rows = list(csv.DictReader(open(tmp_path / "train_log.csv")))  # noqa: SIM115
+    assert 0 <= float(rows[-1]["val_rand_error"]) <= 1
+    assert load_checkpoint(path)["model"]["pool"] == [1, 2, 2]
+    with pytest.raises(ValueError, match="3D model needs 3D"):
+        train(model, settings(iterations=1), load_slices([str(images)], [str(labels)], None), [], tmp_path, "cpu")

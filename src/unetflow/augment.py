@@ -3,7 +3,9 @@
 One coordinate map per sample combines a flip, a rotation by any angle and a random elastic deformation
 (displacements on a coarse 3x3 grid drawn from N(0, 10 px), interpolated bicubically to every pixel);
 the image and weights are resampled linearly, labels by nearest neighbour. Gray values then get a random
-contrast and brightness change. Pure functions of an explicit random generator: reproducible per sample.
+contrast and brightness change. 3D tiles get flips along every axis, in-plane 90-degree rotations and the
+gray-value change (no elastic deformation yet). Pure functions of an explicit random generator: reproducible
+per sample.
 """
 
 from __future__ import annotations
@@ -64,6 +66,30 @@ def augment(
         image = ndimage.map_coordinates(image, coords, order=1, mode="mirror").astype(np.float32)
         labels = ndimage.map_coordinates(labels, coords, order=0, mode="mirror")
         weights = ndimage.map_coordinates(weights, coords, order=1, mode="mirror").astype(np.float32)
+    if p.contrast > 0 or p.brightness > 0:
+        gain = rng.uniform(1 - p.contrast, 1 + p.contrast)
+        shift = rng.uniform(-p.brightness, p.brightness)
+        image = (image * gain + shift).astype(np.float32)
+    return image, labels, weights
+
+
+def augment_volume(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    p: AugmentParams,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One random augmentation of a 3D (z, y, x) triple: axis flips, in-plane quarter turns, gray values."""
+    arrays = [image, labels, weights]
+    if p.flip:
+        for axis in range(3):
+            if rng.random() < 0.5:
+                arrays = [np.flip(a, axis) for a in arrays]
+    if p.rotate and image.shape[1] == image.shape[2]:
+        k = int(rng.integers(4))
+        arrays = [np.rot90(a, k, axes=(1, 2)) for a in arrays]
+    image, labels, weights = (np.ascontiguousarray(a) for a in arrays)
     if p.contrast > 0 or p.brightness > 0:
         gain = rng.uniform(1 - p.contrast, 1 + p.contrast)
         shift = rng.uniform(-p.brightness, p.brightness)

@@ -59,7 +59,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     if len(a.val_images) != len(a.val_labels):
         raise ValueError("--val-images and --val-labels need the same number of paths")
     settings = TrainSettings.from_dict(a.settings)
-    data = load_slices(a.images, a.labels, a.weights)
+    data = load_slices(a.images, a.labels, a.weights, dims=int(a.model.get("dims") or 2))
     validation = load_validation(a.val_images, a.val_labels)
     run_id = fingerprint(a.model, settings, a.images + a.labels + (a.weights or []))
     train(a.model, settings, data, validation, a.out, a.device, a.threads, run_id)

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from unetflow.augment import AugmentParams, augment
+from unetflow.augment import AugmentParams, augment, augment_volume
 from unetflow.inference import TileInferer, predict_array
 from unetflow.intensity import IntensityStats, image_stats
 from unetflow.labels import cell_mask, instance_labels
@@ -84,15 +84,18 @@ class TrainSettings:
 
 @dataclass
 class Slices:
-    """Labelled training slices in memory: normalized images, cell masks (0/1) and weight maps."""
+    """Labelled training data in memory: normalized images, cell masks (0/1) and weight maps; 2D slices
+    for 2D models, whole 3D volumes for 3D models."""
 
     images: list[np.ndarray]
     targets: list[np.ndarray]
     weights: list[np.ndarray]
 
 
-def load_slices(image_paths: list[str], label_paths: list[str], weight_paths: list[str] | None) -> Slices:
-    """Read labelled stacks slice by slice; weights default to 1 where no weight map is given."""
+def load_slices(
+    image_paths: list[str], label_paths: list[str], weight_paths: list[str] | None, dims: int = 2
+) -> Slices:
+    """Read labelled stacks (as slices for dims=2, volumes for dims=3); weights default to 1 where not given."""
     out = Slices([], [], [])
     for k, (ip, lp) in enumerate(zip(image_paths, label_paths, strict=True)):
         image, labels = open_image(ip), open_image(lp)
@@ -105,6 +108,12 @@ def load_slices(image_paths: list[str], label_paths: list[str], weight_paths: li
         if weights is not None and weights.shape != labels.shape:
             raise ValueError(f"{weight_paths[k]} has shape {weights.shape}, labels {labels.shape}")
         stats = image_stats(image)
+        if dims == 3:
+            out.images.append(stats.normalize(image.array[:]))
+            out.targets.append(cell_mask(labels.array[:], convention).astype(np.uint8))
+            w = np.asarray(weights.array[:], np.float32) if weights is not None else None
+            out.weights.append(w if w is not None else np.ones(out.targets[-1].shape, np.float32))
+            continue
         for z in range(image.shape[0]):
             out.images.append(stats.normalize(image.array[z]))
             out.targets.append(cell_mask(labels.array[z], convention).astype(np.uint8))
@@ -142,6 +151,37 @@ class TileSampler(Dataset):
         img, tgt, wgt = augment(rng, image[window], target[window], weight[window], self.settings.augment)
         c = (self.n - self.out) // 2
         crop = (slice(c, c + self.out), slice(c, c + self.out))
+        return (
+            torch.from_numpy(np.ascontiguousarray(img[None])),
+            torch.from_numpy(np.ascontiguousarray(tgt[crop]).astype(np.int64)),
+            torch.from_numpy(np.ascontiguousarray(wgt[crop])),
+        )
+
+
+class VolumeSampler(Dataset):
+    """3D counterpart of TileSampler: tiles of per-axis sizes from mirror-extended volumes."""
+
+    def __init__(self, data: Slices, input_sizes, output_sizes, settings: TrainSettings, length: int):
+        self.data, self.n, self.out = data, tuple(input_sizes), tuple(output_sizes)
+        self.settings, self.length = settings, length
+        self.pads = [n // 2 + 1 for n in self.n]
+        widths = [(p, p) for p in self.pads]
+        self.padded = [
+            tuple(np.pad(a, widths, mode="reflect") for a in triple)
+            for triple in zip(data.images, data.targets, data.weights, strict=True)
+        ]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.settings.seed, i])
+        k = int(rng.integers(len(self.padded)))
+        shape = self.data.images[k].shape
+        starts = [int(rng.integers(s)) + p - n // 2 for s, p, n in zip(shape, self.pads, self.n, strict=True)]
+        window = tuple(slice(a, a + n) for a, n in zip(starts, self.n, strict=True))
+        img, tgt, wgt = augment_volume(rng, *(a[window] for a in self.padded[k]), self.settings.augment)
+        crop = tuple(slice((n - o) // 2, (n - o) // 2 + o) for n, o in zip(self.n, self.out, strict=True))
         return (
             torch.from_numpy(np.ascontiguousarray(img[None])),
             torch.from_numpy(np.ascontiguousarray(tgt[crop]).astype(np.int64)),
@@ -236,9 +276,10 @@ def train(
     device = select_device(device_name)
     torch.manual_seed(settings.seed)
     model = build_model(model_settings)
-    geometry = model.geometry
-    input_size = geometry.input_size(settings.tile)
-    output_size = geometry.output_size(input_size) if geometry.padding == "valid" else input_size
+    inputs = [g.input_size(settings.tile) for g in model.geometries]
+    outputs = [g.output_size(n) if g.padding == "valid" else n for g, n in zip(model.geometries, inputs, strict=True)]
+    if {a.ndim for a in train_data.images} != {model.config.dims}:
+        raise ValueError(f"a {model.config.dims}D model needs {model.config.dims}D training data")
     model = model.to(device).to(memory_format=memory_format(device, model.config.dims))
     optimizer = _optimizer(model, settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -254,7 +295,11 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
             start, best, log_rows = state["iteration"], state.get("best"), state.get("log", [])
             torch.set_rng_state(state["torch_rng"])
-    sampler = TileSampler(train_data, input_size, output_size, settings, settings.iterations * settings.batch_size)
+    length = settings.iterations * settings.batch_size
+    if model.config.dims == 3:
+        sampler = VolumeSampler(train_data, inputs, outputs, settings, length)
+    else:
+        sampler = TileSampler(train_data, inputs[-1], outputs[-1], settings, length)
     indices = range(start * settings.batch_size, settings.iterations * settings.batch_size)
     loader = DataLoader(
         torch.utils.data.Subset(sampler, list(indices)),
