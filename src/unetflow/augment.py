@@ -53,6 +53,15 @@ def sample_coordinates(rng: np.random.Generator, shape: tuple[int, int], p: Augm
     return coords
 
 
+def gray_values(rng: np.random.Generator, image: np.ndarray, p: AugmentParams) -> np.ndarray:
+    """Random contrast (gain) and brightness (shift) change of a normalized image."""
+    if p.contrast <= 0 and p.brightness <= 0:
+        return image
+    gain = rng.uniform(1 - p.contrast, 1 + p.contrast)
+    shift = rng.uniform(-p.brightness, p.brightness)
+    return (image * gain + shift).astype(np.float32)
+
+
 def augment(
     rng: np.random.Generator,
     image: np.ndarray,
@@ -66,11 +75,7 @@ def augment(
         image = ndimage.map_coordinates(image, coords, order=1, mode="mirror").astype(np.float32)
         labels = ndimage.map_coordinates(labels, coords, order=0, mode="mirror")
         weights = ndimage.map_coordinates(weights, coords, order=1, mode="mirror").astype(np.float32)
-    if p.contrast > 0 or p.brightness > 0:
-        gain = rng.uniform(1 - p.contrast, 1 + p.contrast)
-        shift = rng.uniform(-p.brightness, p.brightness)
-        image = (image * gain + shift).astype(np.float32)
-    return image, labels, weights
+    return gray_values(rng, image, p), labels, weights
 
 
 def augment_volume(
@@ -90,8 +95,4 @@ def augment_volume(
         k = int(rng.integers(4))
         arrays = [np.rot90(a, k, axes=(1, 2)) for a in arrays]
     image, labels, weights = (np.ascontiguousarray(a) for a in arrays)
-    if p.contrast > 0 or p.brightness > 0:
-        gain = rng.uniform(1 - p.contrast, 1 + p.contrast)
-        shift = rng.uniform(-p.brightness, p.brightness)
-        image = (image * gain + shift).astype(np.float32)
-    return image, labels, weights
+    return gray_values(rng, image, p), labels, weights
