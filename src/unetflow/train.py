@@ -125,41 +125,9 @@ def load_slices(
 
 
 class TileSampler(Dataset):
-    """Sample i is a deterministic function of (seed, i): resuming at iteration k replays the same tiles."""
-
-    def __init__(self, slices: Slices, input_size: int, output_size: int, settings: TrainSettings, length: int):
-        self.slices, self.n, self.out = slices, input_size, output_size
-        self.settings, self.length = settings, length
-        pad = input_size // 2 + 1
-        self.padded = [
-            tuple(np.pad(a, pad, mode="reflect") for a in triple)
-            for triple in zip(slices.images, slices.targets, slices.weights, strict=True)
-        ]
-        self.pad = pad
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.settings.seed, i])
-        k = int(rng.integers(len(self.padded)))
-        image, target, weight = self.padded[k]
-        h, w = self.slices.images[k].shape
-        cy, cx = int(rng.integers(h)), int(rng.integers(w))
-        y0, x0 = cy + self.pad - self.n // 2, cx + self.pad - self.n // 2
-        window = (slice(y0, y0 + self.n), slice(x0, x0 + self.n))
-        img, tgt, wgt = augment(rng, image[window], target[window], weight[window], self.settings.augment)
-        c = (self.n - self.out) // 2
-        crop = (slice(c, c + self.out), slice(c, c + self.out))
-        return (
-            torch.from_numpy(np.ascontiguousarray(img[None])),
-            torch.from_numpy(np.ascontiguousarray(tgt[crop]).astype(np.int64)),
-            torch.from_numpy(np.ascontiguousarray(wgt[crop])),
-        )
-
-
-class VolumeSampler(Dataset):
-    """3D counterpart of TileSampler: tiles of per-axis sizes from mirror-extended volumes."""
+    """Random training tiles (2D from slices, 3D from volumes) mirror-extended at the borders, augmented, with
+    labels and weights cropped to the model's output. Sample i is a deterministic function of (seed, i):
+    resuming at iteration k replays the same tiles."""
 
     def __init__(self, data: Slices, input_sizes, output_sizes, settings: TrainSettings, length: int):
         self.data, self.n, self.out = data, tuple(input_sizes), tuple(output_sizes)
@@ -170,6 +138,7 @@ class VolumeSampler(Dataset):
             tuple(np.pad(a, widths, mode="reflect") for a in triple)
             for triple in zip(data.images, data.targets, data.weights, strict=True)
         ]
+        self.augment = augment if len(self.n) == 2 else augment_volume
 
     def __len__(self) -> int:
         return self.length
@@ -180,7 +149,7 @@ class VolumeSampler(Dataset):
         shape = self.data.images[k].shape
         starts = [int(rng.integers(s)) + p - n // 2 for s, p, n in zip(shape, self.pads, self.n, strict=True)]
         window = tuple(slice(a, a + n) for a, n in zip(starts, self.n, strict=True))
-        img, tgt, wgt = augment_volume(rng, *(a[window] for a in self.padded[k]), self.settings.augment)
+        img, tgt, wgt = self.augment(rng, *(a[window] for a in self.padded[k]), self.settings.augment)
         crop = tuple(slice((n - o) // 2, (n - o) // 2 + o) for n, o in zip(self.n, self.out, strict=True))
         return (
             torch.from_numpy(np.ascontiguousarray(img[None])),
@@ -296,10 +265,7 @@ def train(
             start, best, log_rows = state["iteration"], state.get("best"), state.get("log", [])
             torch.set_rng_state(state["torch_rng"])
     length = settings.iterations * settings.batch_size
-    if model.config.dims == 3:
-        sampler = VolumeSampler(train_data, inputs, outputs, settings, length)
-    else:
-        sampler = TileSampler(train_data, inputs[-1], outputs[-1], settings, length)
+    sampler = TileSampler(train_data, inputs, outputs, settings, length)
     indices = range(start * settings.batch_size, settings.iterations * settings.batch_size)
     loader = DataLoader(
         torch.utils.data.Subset(sampler, list(indices)),

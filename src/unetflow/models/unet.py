@@ -6,62 +6,33 @@ With the defaults (`base_width=64, levels=5, padding="valid", norm="none", dims=
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from unetflow.models.config import ModelConfig
 from unetflow.models.geometry import Geometry
 from unetflow.models.layers import ConvBlock, center_crop, conv_cls, he_init, pool_cls, up_cls
 
 
-def config_from_dict(cls: type, d: dict[str, Any], name: str) -> Any:
-    """A model config dataclass from settings; None means "this architecture's default"."""
-    known = {f.name for f in fields(cls)}
-    given = {k: v for k, v in d.items() if k != "architecture" and v is not None}
-    unknown = set(given) - known
-    if unknown:
-        raise ValueError(f"unknown model settings for {name}: {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**given)
-
-
 @dataclass(frozen=True)
-class UNetConfig:
-    """Everything that defines a U-Net's shape; stored in checkpoints so a model rebuilds without the config file."""
+class UNetConfig(ModelConfig):
+    """The paper's network and its configurable relatives (width, depth, padding, norm, 2D/3D, pooling)."""
 
-    in_channels: int = 1
-    classes: int = 2
-    base_width: int = 64
-    levels: int = 5
-    padding: str = "valid"
-    norm: str = "none"
-    dropout: float = 0.5
-    dims: int = 2
+    architecture: ClassVar[str] = "unet"
+
     pool: tuple[int, ...] | None = None  # per-axis pooling factor, e.g. (1, 2, 2) for serial-section EM
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.pool is not None:
             object.__setattr__(self, "pool", tuple(int(p) for p in self.pool))
             if len(self.pool) != self.dims or not set(self.pool) <= {1, 2} or 2 not in self.pool:
                 raise ValueError(
                     f"model.pool must give 1 or 2 per axis ({self.dims} axes, at least one 2), got {self.pool}"
                 )
-        if self.padding not in ("valid", "same"):
-            raise ValueError(f"model.padding must be 'valid' or 'same', got {self.padding!r}")
-        if self.dims not in (2, 3):
-            raise ValueError(f"model.dims must be 2 or 3, got {self.dims!r}")
-        if self.levels < 2:
-            raise ValueError(f"model.levels must be >= 2, got {self.levels}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
-        return config_from_dict(cls, d, "unet")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["pool"] = list(self.pool) if self.pool is not None else None
-        return {"architecture": "unet", **d}
 
 
 class UNet(nn.Module):

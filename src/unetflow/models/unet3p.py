@@ -9,44 +9,28 @@ Same padding only: bilinear upsampling has no valid-convolution analogue, so sea
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unetflow.models.config import ModelConfig
 from unetflow.models.geometry import Geometry
 from unetflow.models.layers import ConvBlock, conv_cls, he_init, norm_layer, pool_cls
-from unetflow.models.unet import config_from_dict
 
 
 @dataclass(frozen=True)
-class UNet3PConfig:
-    in_channels: int = 1
-    classes: int = 2
-    base_width: int = 64
-    levels: int = 5
-    cat_width: int = 64
+class UNet3PConfig(ModelConfig):
+    architecture: ClassVar[str] = "unet3p"
+    paddings: ClassVar[tuple[str, ...]] = ("same",)  # full-scale skips upsample bilinearly
+
     padding: str = "same"
     norm: str = "batch"
-    dropout: float = 0.5
-    dims: int = 2
+    cat_width: int = 64
     deep_supervision: bool = False
     classification_guided: bool = False
-
-    def __post_init__(self) -> None:
-        if self.padding != "same":
-            raise ValueError("model.padding must be 'same' for unet3p (full-scale skips upsample bilinearly)")
-        if self.levels < 2:
-            raise ValueError(f"model.levels must be >= 2, got {self.levels}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UNet3PConfig:
-        return config_from_dict(cls, d, "unet3p")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"architecture": "unet3p", **asdict(self)}
 
 
 def _conv(dims: int, cin: int, cout: int, norm: str) -> nn.Sequential:

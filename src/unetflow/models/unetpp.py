@@ -8,41 +8,23 @@ training loss averages the heads on X[0][1..L-1]; inference uses the last head.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from unetflow.models.config import ModelConfig
 from unetflow.models.geometry import Geometry
 from unetflow.models.layers import ConvBlock, center_crop, conv_cls, he_init, pool_cls, up_cls
-from unetflow.models.unet import config_from_dict
 
 
 @dataclass(frozen=True)
-class UNetPPConfig:
-    in_channels: int = 1
-    classes: int = 2
+class UNetPPConfig(ModelConfig):
+    architecture: ClassVar[str] = "unetpp"
+
     base_width: int = 32
-    levels: int = 5
-    padding: str = "valid"
-    norm: str = "none"
-    dropout: float = 0.5
-    dims: int = 2
     deep_supervision: bool = True
-
-    def __post_init__(self) -> None:
-        if self.padding not in ("valid", "same"):
-            raise ValueError(f"model.padding must be 'valid' or 'same', got {self.padding!r}")
-        if self.levels < 2:
-            raise ValueError(f"model.levels must be >= 2, got {self.levels}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UNetPPConfig:
-        return config_from_dict(cls, d, "unetpp")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"architecture": "unetpp", **asdict(self)}
 
 
 class UNetPlusPlus(nn.Module):
