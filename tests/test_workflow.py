@@ -141,10 +141,9 @@ def test_bad_config_is_refused_with_the_setting_named(tmp_path):
     assert run.returncode != 0 and "tiny_volume" in run.stdout + run.stderr and "labels" in run.stdout + run.stderr
 
 
-def test_isbi_config_dry_run_lists_every_stage(isbi_dir, tmp_path):
-    run = snakemake(
-        tmp_path, "--configfile", str(ROOT / "config" / "isbi2012.yaml"), "--config", f"data_root={isbi_dir}", "-n"
-    )
+@pytest.mark.parametrize("config", ["isbi2012.yaml", "isbi2012_cpu.yaml"])
+def test_isbi_config_dry_run_lists_every_stage(isbi_dir, tmp_path, config):
+    run = snakemake(tmp_path, "--configfile", str(ROOT / "config" / config), "--config", f"data_root={isbi_dir}", "-n")
     assert run.returncode == 0, run.stderr[-3000:]
     jobs = planned_jobs(run.stdout + run.stderr)
     assert jobs == {
