@@ -153,7 +153,7 @@ def compute_weights(
     if chunks is not None:
         labels = labels.rechunk(tuple(chunks))
     cells = global_cells(labels, convention, params)
-    cell = cells > 0
+    cell = labels.map_blocks(lambda b: cell_mask(b, convention), dtype=bool)
     if params.balance == "dataset":
         n_cell = int(cell.sum().compute())
         per_slice = np.tile(class_weights([labels.size - n_cell, n_cell]), (labels.shape[0], 1))

@@ -1,9 +1,14 @@
-"""Settings shared by every architecture; each model's config extends them and is stored in its checkpoints."""
+"""Settings shared by every architecture (each model's config extends them and is stored in its checkpoints),
+and the base class through which every model reports its geometry."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
+
+from torch import nn
+
+from unetflow.models.geometry import Geometry
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,20 @@ class ModelConfig:
         if self.levels < 2:
             raise ValueError(f"model.levels must be >= 2, got {self.levels}")
 
+    @property
+    def widths(self) -> list[int]:
+        """Channels per resolution level: base_width doubling at every level."""
+        return [self.base_width * 2**i for i in range(self.levels)]
+
+    @property
+    def pool_factors(self) -> tuple[int, ...]:
+        return (2,) * self.dims
+
+    @property
+    def geometries(self) -> tuple[Geometry, ...]:
+        """Tile arithmetic per spatial axis (they differ only with anisotropic pooling)."""
+        return tuple(Geometry(self.levels, 2, self.padding, f) for f in self.pool_factors)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Any:
         known = {f.name for f in fields(cls)}
@@ -46,3 +65,18 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         return {"architecture": self.architecture, **values}
+
+
+class SegmentationNet(nn.Module):
+    """A network built from a ModelConfig; its tile geometry is derived from that config, never typed in."""
+
+    config: ModelConfig
+
+    @property
+    def geometries(self) -> tuple[Geometry, ...]:
+        return self.config.geometries
+
+    @property
+    def geometry(self) -> Geometry:
+        """Tile arithmetic of the in-plane (last) axes."""
+        return self.config.geometries[-1]

@@ -12,8 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from unetflow.models.config import ModelConfig
-from unetflow.models.geometry import Geometry
+from unetflow.models.config import ModelConfig, SegmentationNet
 from unetflow.models.layers import ConvBlock, center_crop, conv_cls, he_init, pool_cls, up_cls
 
 
@@ -34,21 +33,25 @@ class UNetConfig(ModelConfig):
                     f"model.pool must give 1 or 2 per axis ({self.dims} axes, at least one 2), got {self.pool}"
                 )
 
+    @property
+    def pool_factors(self) -> tuple[int, ...]:
+        return self.pool or (2,) * self.dims
 
-class UNet(nn.Module):
+
+class UNet(SegmentationNet):
     """Contracting path of ConvBlocks and max-pools, expanding path of up-convolutions and cropped skips."""
 
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = config
         c, d = config, config.dims
-        widths = [c.base_width * 2**i for i in range(c.levels)]
+        widths = c.widths
         self.encoders = nn.ModuleList()
         cin = c.in_channels
         for w in widths:
             self.encoders.append(ConvBlock(d, cin, w, c.padding, c.norm))
             cin = w
-        factors = self.pool_factors
+        factors = c.pool_factors
         self.pool = pool_cls(d)(factors, stride=factors)
         # The paper's Caffe model drops out after the last two levels of the contracting path.
         self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
@@ -62,17 +65,7 @@ class UNet(nn.Module):
 
     @property
     def pool_factors(self) -> tuple[int, ...]:
-        return self.config.pool or (2,) * self.config.dims
-
-    @property
-    def geometries(self) -> tuple[Geometry, ...]:
-        """Tile arithmetic per spatial axis (they differ only with anisotropic pooling)."""
-        return tuple(Geometry(self.config.levels, 2, self.config.padding, f) for f in self.pool_factors)
-
-    @property
-    def geometry(self) -> Geometry:
-        """Tile arithmetic of the in-plane (last) axes."""
-        return self.geometries[-1]
+        return self.config.pool_factors
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

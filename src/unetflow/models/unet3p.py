@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetflow.models.config import ModelConfig
-from unetflow.models.geometry import Geometry
+from unetflow.models.config import ModelConfig, SegmentationNet
 from unetflow.models.layers import ConvBlock, conv_cls, he_init, norm_layer, pool_cls
 
 
@@ -37,12 +36,12 @@ def _conv(dims: int, cin: int, cout: int, norm: str) -> nn.Sequential:
     return nn.Sequential(conv_cls(dims)(cin, cout, 3, padding=1), norm_layer(norm, dims, cout), nn.ReLU(inplace=True))
 
 
-class UNet3Plus(nn.Module):
+class UNet3Plus(SegmentationNet):
     def __init__(self, config: UNet3PConfig):
         super().__init__()
         self.config = config
         c, d = config, config.dims
-        w = [c.base_width * 2**i for i in range(c.levels)]
+        w = c.widths
         fused = c.levels * c.cat_width
         self.pool = pool_cls(d)(2)
         self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
@@ -64,14 +63,6 @@ class UNet3Plus(nn.Module):
         if c.classification_guided:
             self.cgm = nn.Sequential(nn.Dropout(c.dropout), conv_cls(d)(w[-1], 2, 1))
         self.apply(he_init)
-
-    @property
-    def geometries(self) -> tuple[Geometry, ...]:
-        return (self.geometry,) * self.config.dims
-
-    @property
-    def geometry(self) -> Geometry:
-        return Geometry(levels=self.config.levels, padding="same")
 
     def _resample(self, x: torch.Tensor, level_from: int, level_to: int) -> torch.Tensor:
         if level_from < level_to:

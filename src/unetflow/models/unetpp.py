@@ -14,8 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from unetflow.models.config import ModelConfig
-from unetflow.models.geometry import Geometry
+from unetflow.models.config import ModelConfig, SegmentationNet
 from unetflow.models.layers import ConvBlock, center_crop, conv_cls, he_init, pool_cls, up_cls
 
 
@@ -27,13 +26,12 @@ class UNetPPConfig(ModelConfig):
     deep_supervision: bool = True
 
 
-class UNetPlusPlus(nn.Module):
+class UNetPlusPlus(SegmentationNet):
     def __init__(self, config: UNetPPConfig):
         super().__init__()
         self.config = config
         c, d = config, config.dims
-        self.widths = [c.base_width * 2**i for i in range(c.levels)]
-        w = self.widths
+        w = c.widths
         self.pool = pool_cls(d)(2)
         self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
         self.nodes = nn.ModuleDict()
@@ -47,14 +45,6 @@ class UNetPlusPlus(nn.Module):
         n_heads = c.levels - 1 if c.deep_supervision else 1
         self.heads = nn.ModuleList(conv_cls(d)(w[0], c.classes, 1) for _ in range(n_heads))
         self.apply(he_init)
-
-    @property
-    def geometries(self) -> tuple[Geometry, ...]:
-        return (self.geometry,) * self.config.dims
-
-    @property
-    def geometry(self) -> Geometry:
-        return Geometry(levels=self.config.levels, padding=self.config.padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         levels = self.config.levels
