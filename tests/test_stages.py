@@ -10,10 +10,14 @@ from unetflow.inference import TileInferer, predict_array
 from unetflow.intensity import image_stats
 from unetflow.models import UNet, UNetConfig
 from unetflow.models.checkpoint import save_checkpoint
-from unetflow.predict import decode, predict_volume
+from unetflow.predict import PredictJob, decode, predict_volume
 from unetflow.report import summarize, write_report
 from unetflow.segment import label_slab, segment_volume
 from unetflow.store import open_image
+
+
+def predict(model, source, out, block=(1, 64, 64), dtype="float16"):
+    return predict_volume(PredictJob(str(model), str(source), str(out), block, dtype, device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +33,7 @@ def model_file(tmp_path_factory):
 def test_predict_matches_in_memory_tiling(model_file, ingested, small_stack, tmp_path, source):
     path, model = model_file
     src = ingested[0] if source == "zarr" else small_stack[0] / "images.tif"
-    out = predict_volume(path, src, tmp_path / "p.ome.zarr", block=(2, 32, 32), dtype="float32", device_name="cpu")
+    out = predict(path, src, tmp_path / "p.ome.zarr", block=(2, 32, 32), dtype="float32")
     probs = open_image(out)
     assert probs.axes == "czyx" and probs.shape == (2, 3, 96, 80)
     assert tuple(probs.array.chunks) == (2, 2, 32, 32)
@@ -42,14 +46,12 @@ def test_predict_matches_in_memory_tiling(model_file, ingested, small_stack, tmp
 
 def test_uint8_probabilities_and_bad_dtype(model_file, ingested, tmp_path):
     path, _ = model_file
-    out = predict_volume(
-        path, ingested[0], tmp_path / "u.ome.zarr", block=(1, 64, 64), dtype="uint8", device_name="cpu"
-    )
+    out = predict(path, ingested[0], tmp_path / "u.ome.zarr", dtype="uint8")
     p = decode(open_image(out).array[:])
     assert p.min() >= 0 and p.max() <= 1
     np.testing.assert_allclose(p.sum(0), 1.0, atol=2 / 255)
     with pytest.raises(ValueError, match="predict.dtype"):
-        predict_volume(path, ingested[0], tmp_path / "x.ome.zarr", dtype="int8")
+        predict(path, ingested[0], tmp_path / "x.ome.zarr", dtype="int8")
     assert not (tmp_path / "x.ome.zarr").exists()
 
 
@@ -62,7 +64,7 @@ def test_segment_labels_are_unique_across_slices():
 
 def test_segment_evaluate_report(model_file, ingested, tmp_path):
     path, _ = model_file
-    probs = predict_volume(path, ingested[0], tmp_path / "p.ome.zarr", block=(1, 64, 64), device_name="cpu")
+    probs = predict(path, ingested[0], tmp_path / "p.ome.zarr")
     seg = open_image(segment_volume(probs, tmp_path / "s.ome.zarr", threshold=0.5))
     assert seg.dtype == np.uint32 and seg.shape == (3, 96, 80)
     cell = decode(open_image(probs).array[1]) > 0.5

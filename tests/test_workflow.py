@@ -1,6 +1,7 @@
 """Integration: the Snakemake pipeline end to end on a tiny config, re-runs, and a dry run of the ISBI config."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +129,30 @@ def test_changed_setting_reruns_only_what_it_touches(pipeline):
     run = snakemake(pipeline, "--configfile", "changed.yaml", "-n", "--quiet", "rules")
     assert run.returncode == 0, run.stderr[-3000:]
     assert planned_jobs(run.stdout + run.stderr) == {"segment": 2, "evaluate": 1, "report": 1, "all": 1}
+
+
+def test_sharded_prediction_scatters_gathers_and_matches(pipeline, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(pipeline, work, symlinks=True)
+    config = yaml.safe_load((work / "tiny.yaml").read_text())
+    config["predict"]["shards"] = 3
+    (work / "sharded.yaml").write_text(yaml.safe_dump(config))
+    dry = snakemake(work, "--configfile", "sharded.yaml", "-n", "--quiet", "rules")
+    assert planned_jobs(dry.stdout + dry.stderr) == {
+        "predict_shard": 6,
+        "predict": 2,
+        "segment": 2,
+        "evaluate": 1,
+        "report": 1,
+        "all": 1,
+    }
+    run = snakemake(work, "--configfile", "sharded.yaml")
+    assert run.returncode == 0, run.stderr[-4000:]
+    for v in ("tiny_validation", "tiny_volume"):
+        name = f"tiny/{v}/probabilities.ome.zarr"
+        sharded = open_image(work / "results" / name).array[:]
+        assert np.array_equal(sharded, open_image(pipeline / "results" / name).array[:])
+    assert not list((work / "results").rglob("*.partial")) and not list((work / "results").rglob("*.done"))
 
 
 def test_bad_config_is_refused_with_the_setting_named(tmp_path):

@@ -65,10 +65,25 @@ def cmd_train(a: argparse.Namespace) -> None:
     train(a.model, settings, data, validation, a.out, a.device, a.threads, run_id)
 
 
-def cmd_predict(a: argparse.Namespace) -> None:
-    from unetflow.predict import predict_volume
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected i/N such as 0/4, got {text!r}") from exc
+    if n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"shard i/N needs 0 <= i < N, got {text!r}")
+    return i, n
 
-    predict_volume(a.model, a.source, a.out, a.block, a.dtype, a.device, a.workers, a.batch_size, a.threads)
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    from unetflow.executor import SchedulerSpec
+    from unetflow.predict import PredictJob, finalize, predict_volume
+
+    if a.gather:
+        print(finalize(a.out))
+        return
+    job = PredictJob(a.model, a.source, a.out, tuple(a.block), a.dtype, a.tta, a.batch_size, a.device, a.threads)
+    print(predict_volume(job, SchedulerSpec(a.scheduler, a.workers), a.shard, a.memory_mb))
 
 
 def cmd_segment(a: argparse.Namespace) -> None:
@@ -151,12 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("source")
     s.add_argument("out")
-    s.add_argument("--block", default=[1, 512, 512], **_triple("output block (chunk) shape"))
+    s.add_argument("--block", default=[0, 0, 0], **_triple("output block (chunk) shape; 0: largest within --memory-mb"))
+    s.add_argument("--memory-mb", type=float, default=2048, help="memory for one batch of tiles (automatic block)")
     s.add_argument("--dtype", choices=["float16", "float32", "uint8"], default="float16")
+    s.add_argument("--tta", action="store_true", help="average over the 8 flips/90-degree rotations (3D: 8 flips)")
     s.add_argument("--device", default="auto")
-    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--scheduler", default="threads", help="threads, local (LocalCluster) or tcp://host:port")
+    s.add_argument("--workers", type=int, default=1, help="threads, or LocalCluster worker processes")
     s.add_argument("--batch-size", type=int, default=4)
     s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--shard", type=_shard, default=(0, 1), help="process only the i-th of N block subsets (i/N)")
+    s.add_argument("--gather", action="store_true", help="check that all shards are done and finish the output")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("segment", help="threshold + connected components into labels OME-Zarr")

@@ -16,18 +16,24 @@ from unetflow.blocks import Block, block_grid, read_mirrored
 from unetflow.intensity import IntensityStats
 from unetflow.models.geometry import Geometry
 from unetflow.runtime import autocast, memory_format
+from unetflow.tta import IDENTITY_TRANSFORM, test_time_transforms
 
 
 class TileInferer:
-    """Runs a model on batches of input tiles and returns class probabilities (softmax) as float32."""
+    """Runs a model on batches of input tiles and returns class probabilities (softmax) as float32.
 
-    def __init__(self, model: nn.Module, device: torch.device, batch_size: int = 4, amp: bool = True):
+    With `tta`, the probabilities are averaged over the model's test-time transforms (`unetflow.tta`)."""
+
+    def __init__(
+        self, model: nn.Module, device: torch.device, batch_size: int = 4, amp: bool = True, tta: bool = False
+    ):
         self.device = device
         self.dims = model.config.dims
         self.format = memory_format(device, self.dims)
         self.model = model.to(device).to(memory_format=self.format).eval()
         self.batch_size = max(1, batch_size)
         self.amp = amp
+        self.transforms = test_time_transforms(model.geometries) if tta else (IDENTITY_TRANSFORM,)
 
     @property
     def geometries(self) -> tuple[Geometry, ...]:
@@ -39,10 +45,14 @@ class TileInferer:
         outputs = []
         for start in range(0, len(tiles), self.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(tiles[start : start + self.batch_size]))
-            x = x.to(self.device, non_blocking=True).to(memory_format=self.format)
-            with autocast(self.device, self.amp):
-                logits = self.model(x)
-            outputs.append(logits.float().softmax(1).cpu().numpy())
+            x = x.to(self.device, non_blocking=True)
+            total = None
+            for transform in self.transforms:
+                with autocast(self.device, self.amp):
+                    logits = self.model(transform.apply(x).contiguous(memory_format=self.format))
+                probs = transform.invert(logits.float().softmax(1))
+                total = probs if total is None else total + probs
+            outputs.append((total / len(self.transforms)).cpu().numpy())
         return np.concatenate(outputs)
 
 

@@ -1,25 +1,42 @@
 """Predict: class probabilities of a volume (OME-Zarr, zarr or TIFF, read lazily) into OME-Zarr, block by block.
 
-The dask graph has one task per output block: it reads its mirrored input window straight from the source,
-runs the model on the block's slices (2D model) or volume (3D model), and writes exactly its own output chunk.
+One dask task per output block: it reads its mirrored input window straight from the source, runs the model
+on the block's slices (2D model) or volume (3D model), writes exactly its own output chunk, then records the
+block as done. The output is built in `<out>.partial`, which carries a fingerprint of everything that changes
+the result: a killed run (or another shard of the same run) picks up the blocks not yet recorded, and the
+store moves to `<out>` only once every block is done.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-import dask
 import numpy as np
-from tqdm import tqdm
+import zarr
 
-from unetflow.inference import TileInferer, infer_block, plan_blocks
+from unetflow.blocks import Block
+from unetflow.budget import auto_block
+from unetflow.executor import SchedulerSpec, run_tasks
+from unetflow.inference import BlockPlan, TileInferer, infer_block, plan_blocks
 from unetflow.intensity import image_stats
 from unetflow.models.checkpoint import load_model
 from unetflow.runtime import select_device, set_threads
-from unetflow.store import as_zyx, atomic_output, create_image, open_image, set_attrs
+from unetflow.store import Image, as_zyx, create_image, open_image, partial_path, remove, set_attrs
+
+log = logging.getLogger(__name__)
 
 OUTPUT_DTYPES = ("float16", "float32", "uint8")
+DONE_DIR = ".unetflow_blocks"  # inside the partial store: one empty file per finished block
 
 
 def encode(probs: np.ndarray, dtype: str) -> np.ndarray:
@@ -36,61 +53,233 @@ def decode(stored: np.ndarray) -> np.ndarray:
     return stored.astype(np.float32)
 
 
-def predict_volume(
-    model_path: str | Path,
-    source: str | Path,
-    out: str | Path,
-    block: Sequence[int] = (1, 512, 512),
-    dtype: str = "float16",
-    device_name: str = "auto",
-    workers: int = 1,
-    batch_size: int = 4,
-    threads: int | None = None,
-) -> Path:
-    """Write `out` (axes czyx, one chunk per block) with the probabilities of every class."""
-    if dtype not in OUTPUT_DTYPES:
-        raise ValueError(f"predict.dtype must be one of {OUTPUT_DTYPES}, got {dtype!r}")
-    set_threads(threads)
-    image = as_zyx(open_image(source))
-    if image.axes != "zyx":
-        raise ValueError(f"{source}: expected a zyx volume (or a yx slice), got axes {image.axes!r}")
-    device = select_device(device_name)
-    model, _ = load_model(model_path, device)
-    inferer = TileInferer(model, device, batch_size=batch_size)
-    geometries, dims = model.geometries, model.config.dims
-    block = tuple(
-        min(int(b), s) if a < 3 - dims else int(b) for a, (b, s) in enumerate(zip(block, image.shape, strict=True))
-    )
-    plan = plan_blocks(image.shape, block, geometries, dims)
-    stats = image_stats(image)
-    classes = model.config.classes
-    with atomic_output(out) as tmp:
-        target = create_image(
-            tmp,
-            (classes, *image.shape),
-            dtype,
-            (classes, *block),
+@dataclass(frozen=True)
+class PredictJob:
+    """Everything a worker needs to compute and store one block; small and picklable for dask.distributed."""
+
+    model: str
+    source: str
+    out: str
+    block: tuple[int, int, int]
+    dtype: str = "float16"
+    tta: bool = False
+    batch_size: int = 4
+    device: str = "auto"
+    threads: int | None = None
+
+    @property
+    def store(self) -> Path:
+        return partial_path(self.out)
+
+
+@dataclass
+class _Worker:
+    """Per-process state of a job, built once: the model on its device, the source, the block plan, the output."""
+
+    inferer: TileInferer
+    image: Image
+    plan: BlockPlan
+    stats: Any
+    target: zarr.Array
+    blocks: dict[tuple[int, ...], Block]
+
+
+_workers: dict[PredictJob, _Worker] = {}
+_workers_lock = threading.Lock()
+
+
+def _worker(job: PredictJob) -> _Worker:
+    with _workers_lock:
+        if job not in _workers:
+            set_threads(job.threads)
+            device = select_device(job.device)
+            model, _ = load_model(job.model, device)
+            image = as_zyx(open_image(job.source))
+            plan = plan_blocks(image.shape, job.block, model.geometries, model.config.dims)
+            target = zarr.open_group(str(job.store), mode="r+")["0"]
+            _workers[job] = _Worker(
+                TileInferer(model, device, batch_size=job.batch_size, tta=job.tta),
+                image,
+                plan,
+                image_stats(image),
+                target,
+                {b.index: b for b in plan.blocks},
+            )
+        return _workers[job]
+
+
+def block_key(index: Sequence[int]) -> str:
+    return ".".join(map(str, index))
+
+
+def process_block(job: PredictJob, index: tuple[int, ...]) -> int:
+    """Compute, write and record one block; returns its number of voxels."""
+    w = _worker(job)
+    block = w.blocks[index]
+    probs = infer_block(w.inferer, w.image.array, block, w.plan, w.stats)
+    w.target[(slice(None), *block.write)] = encode(probs, job.dtype)
+    (job.store / DONE_DIR / block_key(index)).touch()
+    return int(np.prod(probs.shape[1:]))
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(job: PredictJob, shape: Sequence[int]) -> str:
+    """Identifies a result: the model's bytes, the source and every setting that changes the output."""
+    what = {
+        "model": file_digest(job.model),
+        "source": str(Path(job.source).resolve()),
+        "shape": list(shape),
+        "block": list(job.block),
+        "dtype": job.dtype,
+        "tta": job.tta,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _existing_fingerprint(store: Path) -> str | None:
+    try:
+        return zarr.open_group(str(store), mode="r").attrs.get("unetflow", {}).get("fingerprint")
+    except Exception:  # missing or unreadable: treat as absent
+        return None
+
+
+def prepare_store(job: PredictJob, print_: str, shape: tuple[int, ...], image: Image, attrs: dict) -> bool:
+    """Make `job.store` hold an output for fingerprint `print_`; True if an existing one is resumed.
+
+    Safe when several shards start at once: a stale store is renamed away before removal, and a new one is
+    built under a unique name and renamed into place, so exactly one attempt wins and the others reuse it.
+    """
+    store = job.store
+    for _ in range(10):
+        found = _existing_fingerprint(store)
+        if found == print_:
+            return True
+        if store.exists():
+            stale = store.with_name(f"{store.name}.stale-{uuid.uuid4().hex[:8]}")
+            try:
+                store.rename(stale)
+                log.info("discarding %s: it was built with other settings (fingerprint %s)", store, found)
+                remove(stale)
+            except FileNotFoundError:
+                pass
+            continue
+        fresh = store.with_name(f"{store.name}.new-{uuid.uuid4().hex[:8]}")
+        create_image(
+            fresh,
+            shape,
+            job.dtype,
+            (shape[0], *job.block),
             "czyx",
             image.voxel_size,
             image.unit,
+            attrs={**attrs, "fingerprint": print_},
         )
-        bar = tqdm(total=len(plan.blocks), desc="predict blocks", unit="block", mininterval=2)
+        (fresh / DONE_DIR).mkdir()
+        try:
+            fresh.rename(store)
+            return False
+        except OSError:  # another shard won the race
+            remove(fresh)
+    raise RuntimeError(f"{store}: could not create or reuse the partial output")
 
-        def run(b):
-            target[(slice(None), *b.write)] = encode(infer_block(inferer, image.array, b, plan, stats), dtype)
-            bar.update(1)
 
-        tasks = [dask.delayed(run)(b) for b in plan.blocks]
-        dask.compute(*tasks, scheduler="threads", num_workers=max(1, workers))
-        bar.close()
-        set_attrs(
-            tmp,
-            {
-                "kind": "probabilities",
-                "classes": ["membrane", "cell"][:classes] if classes == 2 else [f"class{i}" for i in range(classes)],
-                "model": str(model_path),
-                "source": str(source),
-                "context": [g.context for g in geometries],
-            },
+def done_blocks(store: Path) -> set[str]:
+    d = Path(store) / DONE_DIR
+    return set(os.listdir(d)) if d.is_dir() else set()
+
+
+def chunk_indices(store: Path) -> list[tuple[int, ...]]:
+    """All block indices of an output store, from its chunk grid."""
+    array = zarr.open_group(str(store), mode="r")["0"]
+    counts = [-(-s // c) for s, c in zip(array.shape[1:], array.chunks[1:], strict=True)]
+    return [tuple(int(i) for i in idx) for idx in np.ndindex(*counts)]
+
+
+def finalize(out: str | Path) -> Path:
+    """Check that every block of `<out>.partial` is done, then move it to `out`."""
+    out = Path(out)
+    store = partial_path(out)
+    if not store.is_dir():
+        raise FileNotFoundError(f"{store}: no partial prediction to gather (run the predict shards first)")
+    done = done_blocks(store)
+    missing = [i for i in chunk_indices(store) if block_key(i) not in done]
+    if missing:
+        raise RuntimeError(
+            f"{store}: {len(missing)} blocks are not done yet (e.g. {block_key(missing[0])}); "
+            "re-run the predict shards that did not finish"
         )
-    return Path(out)
+    set_attrs(store, {"complete": True})
+    remove(store / DONE_DIR)
+    remove(out)
+    store.rename(out)
+    return out
+
+
+def resolve_job(job: PredictJob, memory_mb: float | None = None) -> tuple[PredictJob, Image, Any]:
+    """Validate the job against its source and model; fill in an automatic block size (zeros in `block`)."""
+    if job.dtype not in OUTPUT_DTYPES:
+        raise ValueError(f"predict.dtype must be one of {OUTPUT_DTYPES}, got {job.dtype!r}")
+    image = as_zyx(open_image(job.source))
+    if image.axes != "zyx":
+        raise ValueError(f"{job.source}: expected a zyx volume (or a yx slice), got axes {image.axes!r}")
+    device = select_device(job.device)
+    model, _ = load_model(job.model, "cpu")
+    dims = model.config.dims
+    block = tuple(int(b) for b in job.block)
+    if len(block) != 3:
+        raise ValueError(f"predict.block needs 3 entries (z, y, x), got {list(job.block)}")
+    if any(b <= 0 for b in block):
+        budget = (memory_mb or 2048) * 2**20
+        chosen = auto_block(model, image.shape, budget, job.batch_size, device, tta=job.tta)
+        block = tuple(c if b <= 0 else b for b, c in zip(block, chosen, strict=True))
+    # A 2D model's z block never needs to exceed the volume.
+    block = tuple(min(b, s) if a < 3 - dims else b for a, (b, s) in enumerate(zip(block, image.shape, strict=True)))
+    plan_blocks(image.shape, block, model.geometries, dims)  # refuses blocks off the pooling grid
+    return replace(job, block=block), image, model
+
+
+def predict_volume(
+    job: PredictJob,
+    scheduler: SchedulerSpec | None = None,
+    shard: tuple[int, int] = (0, 1),
+    memory_mb: float | None = None,
+) -> Path:
+    """Run the blocks of `job` (its `shard` i of N only) and, when this covers every block, move the finished
+    output into place. Returns the output path (`<out>.partial` while other shards are outstanding)."""
+    job, image, model = resolve_job(job, memory_mb)
+    classes = model.config.classes
+    shape = (classes, *image.shape)
+    plan = plan_blocks(image.shape, job.block, model.geometries, model.config.dims)
+    attrs = {
+        "kind": "probabilities",
+        "classes": ["membrane", "cell"] if classes == 2 else [f"class{i}" for i in range(classes)],
+        "model": str(job.model),
+        "source": str(job.source),
+        "context": [g.context for g in model.geometries],
+        "block": list(job.block),
+        "tta": job.tta,
+    }
+    resumed = prepare_store(job, fingerprint(job, image.shape), shape, image, attrs)
+    i, n = shard
+    mine = plan.blocks[i::n] if n > 1 else plan.blocks
+    done = done_blocks(job.store)
+    pending = [b.index for b in mine if block_key(b.index) not in done]
+    if resumed:
+        log.info("resuming %s: %d of %d blocks already done", job.store, len(mine) - len(pending), len(mine))
+    print(f"predict: {len(pending)} of {len(mine)} blocks to compute (block {list(job.block)})", flush=True)
+    started = time.perf_counter()
+    gpu = select_device(job.device).type == "cuda"
+    voxels = run_tasks(process_block, job, pending, scheduler or SchedulerSpec(), gpu=gpu)
+    seconds = time.perf_counter() - started
+    if pending:
+        print(f"predict: {voxels / max(seconds, 1e-9):,.0f} voxels/s over {seconds:.1f} s", flush=True)
+    if n > 1:  # shards never finalize: the gather step (`unetflow predict --gather`) checks and does it
+        return job.store
+    return finalize(job.out)

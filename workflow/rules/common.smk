@@ -22,6 +22,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_-]+",
     experiment="[A-Za-z0-9_-]+",
     stack="train|validation|volume",
+    shard="[0-9]+",
 
 
 def results(path):
@@ -124,3 +125,30 @@ def ingest_params(wildcards):
     if d["z_range"] is not None:
         args += ["--z-range", *map(str, d["z_range"])]
     return " ".join(args)
+
+
+def predict_command(shard_option):
+    """The predict shell command; `shard_option` selects one shard, the gather step, or (empty) everything."""
+    return (
+        "python -m unetflow predict {input.model} {input.images} {params.out} --block {params.block} "
+        "--memory-mb {params.memory_mb} --dtype {params.dtype} {params.tta} --batch-size {params.batch_size} "
+        "--scheduler {params.scheduler} --workers {params.workers} --device {params.device} --threads {threads} "
+        + shard_option
+        + " > {log} 2>&1"
+    )
+
+
+def predict_params():
+    """Every setting that changes a prediction, for the predict rules' params."""
+    p = config["predict"]
+    return dict(
+        out=lambda wc: results(f"{wc.experiment}/{wc.volume}/probabilities.ome.zarr"),
+        block=" ".join(map(str, p["block"])),
+        memory_mb=p["memory_budget_mb"],
+        dtype=p["dtype"],
+        tta="--tta" if p["tta"] else "",
+        batch_size=p["batch_size"],
+        scheduler=p["scheduler"],
+        workers=p["workers"],
+        device=p["device"],
+    )

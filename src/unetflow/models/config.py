@@ -42,6 +42,12 @@ class ModelConfig:
         """Channels per resolution level: base_width doubling at every level."""
         return [self.base_width * 2**i for i in range(self.levels)]
 
+    def live_channels(self, level: int) -> int:
+        """Channels held in memory at `level` at the peak of an inference pass (an upper estimate used to size
+        tiles): the U-Net keeps each level's skip while its decoder holds the up-convolution, the concatenation
+        and the convolution output, five maps of the level's width."""
+        return 5 * self.widths[level]
+
     @property
     def pool_factors(self) -> tuple[int, ...]:
         return (2,) * self.dims

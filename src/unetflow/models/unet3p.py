@@ -31,6 +31,10 @@ class UNet3PConfig(ModelConfig):
     deep_supervision: bool = False
     classification_guided: bool = False
 
+    def live_channels(self, level: int) -> int:
+        """The encoder map, the full-scale branches, their concatenation and the fused decoder map."""
+        return self.widths[level] + 3 * self.levels * self.cat_width
+
 
 def _conv(dims: int, cin: int, cout: int, norm: str) -> nn.Sequential:
     return nn.Sequential(conv_cls(dims)(cin, cout, 3, padding=1), norm_layer(norm, dims, cout), nn.ReLU(inplace=True))

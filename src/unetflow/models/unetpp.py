@@ -25,6 +25,10 @@ class UNetPPConfig(ModelConfig):
     base_width: int = 32
     deep_supervision: bool = True
 
+    def live_channels(self, level: int) -> int:
+        """Every node of a level stays alive for the dense skips, plus a concatenation of all of them."""
+        return 2 * (self.levels - level + 1) * self.widths[level]
+
 
 class UNetPlusPlus(SegmentationNet):
     def __init__(self, config: UNetPPConfig):

@@ -1,0 +1,66 @@
+"""Tile size from a memory budget: the larger the tile, the smaller the share of compute spent on context
+(a valid-convolution tile of output n costs (n + context)^d for n^d voxels), so blocks are made as large as
+the device memory for one batch of tiles allows, then evened out so the last block is not mostly padding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def activation_bytes(model: nn.Module, input_sizes: Sequence[int], batch: int, bytes_per_value: int) -> int:
+    """Estimated peak memory of one inference pass over `batch` tiles of `input_sizes` (model axes)."""
+    cfg = model.config
+    values = 0
+    for level in range(cfg.levels):
+        voxels = math.prod(-(-n // f**level) for n, f in zip(input_sizes, cfg.pool_factors, strict=True))
+        values += cfg.live_channels(level) * voxels
+    values += (cfg.in_channels + 3 * cfg.classes) * math.prod(input_sizes)  # input, logits, probabilities, sum
+    return batch * values * bytes_per_value
+
+
+def _even(extent: int, largest: int, step: int) -> int:
+    """The smallest multiple of `step` that covers `extent` in as few blocks as blocks of `largest` would."""
+    count = -(-extent // largest)
+    return -(-extent // (count * step)) * step
+
+
+def auto_block(
+    model: nn.Module,
+    shape: Sequence[int],
+    budget_bytes: float,
+    batch_size: int,
+    device: torch.device,
+    tta: bool = False,  # noqa: ARG001 - transforms run one after another: no extra memory but an accumulator
+) -> tuple[int, int, int]:
+    """A zyx block shape whose tiles fit `budget_bytes`; 2D models get `batch_size` slices per block."""
+    cfg = model.config
+    geometries = model.geometries
+    dims = cfg.dims
+    bytes_per_value = 2 if device.type == "cuda" else 4  # bf16 autocast on CUDA
+    extents = list(shape[3 - dims :])
+    batch = min(batch_size, int(shape[0])) if dims == 2 else 1
+    steps = [g.step for g in geometries]
+    caps = [-(-e // s) * s for e, s in zip(extents, steps, strict=True)]
+
+    def fits(n: int) -> bool:
+        outs = [min(n - n % s or s, cap) for s, cap in zip(steps, caps, strict=True)]
+        inputs = [g.window(o)[0] for g, o in zip(geometries, outs, strict=True)]
+        return activation_bytes(model, inputs, batch, bytes_per_value) <= budget_bytes
+
+    if not fits(max(steps)):
+        smallest = [g.window(s)[0] for g, s in zip(geometries, steps, strict=True)]
+        need = activation_bytes(model, smallest, batch, bytes_per_value) / 2**20
+        raise ValueError(
+            f"predict.memory_mb is too small for this model: even the smallest tile needs about {need:.0f} MB"
+        )
+    lo, hi = max(steps), max(caps)
+    while lo < hi:  # largest side length that fits
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    sizes = [_even(e, max(s, min(lo - lo % s or s, cap)), s) for e, s, cap in zip(extents, steps, caps, strict=True)]
+    return (batch, *sizes) if dims == 2 else tuple(sizes)  # type: ignore[return-value]

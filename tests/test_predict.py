@@ -1,0 +1,148 @@
+"""Block-wise prediction into OME-Zarr: resumable after a kill, sharded with a gather step, automatic block size,
+test-time augmentation and dask.distributed."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from unetflow.budget import activation_bytes, auto_block
+from unetflow.executor import SchedulerSpec
+from unetflow.models import UNet, UNetConfig
+from unetflow.models.checkpoint import save_checkpoint
+from unetflow.predict import DONE_DIR, PredictJob, finalize, predict_volume
+from unetflow.store import create_image, open_image, partial_path
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_checkpoint(path, UNet(UNetConfig(base_width=4, levels=3, dropout=0)))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory):
+    """A 24 x 70 x 53 zarr volume: 24 x 3 x 4 = 288 blocks of 1 x 24 x 16."""
+    path = tmp_path_factory.mktemp("vol") / "v.ome.zarr"
+    data = np.random.default_rng(0).integers(0, 255, (24, 70, 53)).astype(np.uint8)
+    create_image(path, data.shape, np.uint8, (8, 70, 53))[:] = data
+    return str(path)
+
+
+def job(model, source, out, block=(1, 24, 16), **kw):
+    return PredictJob(model, source, str(out), block, kw.pop("dtype", "float32"), device="cpu", threads=1, **kw)
+
+
+def read(path):
+    return np.asarray(open_image(path).array[:])
+
+
+def test_killed_run_resumes_bit_for_bit(model_path, volume, tmp_path):
+    reference = read(predict_volume(job(model_path, volume, tmp_path / "ref.ome.zarr")))
+    out = tmp_path / "p.ome.zarr"
+    cmd = [sys.executable, "-m", "unetflow", "predict", model_path, volume, str(out), "--block", "1", "24", "16"]
+    cmd += ["--dtype", "float32", "--device", "cpu", "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    done_dir = partial_path(out) / DONE_DIR
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if done_dir.is_dir() and len(os.listdir(done_dir)) >= 20:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not out.exists()
+    finished = len(os.listdir(done_dir))
+    assert 20 <= finished < 288
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    assert f"{288 - finished} of 288 blocks to compute" in rerun.stdout
+    assert np.array_equal(read(out), reference)
+    assert not partial_path(out).exists() and not (out / DONE_DIR).exists()
+
+
+def test_shards_cover_every_block_once_and_gather_checks(model_path, volume, tmp_path):
+    out = tmp_path / "s.ome.zarr"
+    reference = read(predict_volume(job(model_path, volume, tmp_path / "ref.ome.zarr")))
+    predict_volume(job(model_path, volume, out), shard=(0, 3))
+    predict_volume(job(model_path, volume, out), shard=(2, 3))
+    with pytest.raises(RuntimeError, match="96 blocks are not done yet"):
+        finalize(out)
+    assert not out.exists()
+    assert predict_volume(job(model_path, volume, out), shard=(1, 3)) == partial_path(out)
+    assert np.array_equal(read(finalize(out)), reference)
+    attrs = zarr.open_group(str(out), mode="r").attrs["unetflow"]
+    assert attrs["complete"] is True and attrs["block"] == [1, 24, 16]
+
+
+def test_partial_output_from_other_settings_is_discarded(model_path, volume, tmp_path):
+    out = tmp_path / "o.ome.zarr"
+    predict_volume(job(model_path, volume, out, dtype="uint8"), shard=(0, 2))
+    first = zarr.open_group(str(partial_path(out)), mode="r").attrs["unetflow"]["fingerprint"]
+    final = predict_volume(job(model_path, volume, out, dtype="float32"))
+    assert zarr.open_group(str(final), mode="r").attrs["unetflow"]["fingerprint"] != first
+    assert read(final).dtype == np.float32
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_gather_without_shards_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no partial prediction"):
+        finalize(tmp_path / "none.ome.zarr")
+
+
+def test_tta_is_equivariant_and_changes_the_result(model_path, tmp_path):
+    # Sides that are multiples of the pooling step: flipping the volume flips every tile's pooling grid alike.
+    data = np.random.default_rng(1).normal(size=(2, 48, 32)).astype(np.float32)
+    a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
+    zarr.create_array(str(a), data=data)
+    zarr.create_array(str(b), data=np.ascontiguousarray(data[:, ::-1, :].swapaxes(1, 2)))
+    pa = read(predict_volume(job(model_path, str(a), tmp_path / "pa.ome.zarr", tta=True, block=(1, 16, 16))))
+    pb = read(predict_volume(job(model_path, str(b), tmp_path / "pb.ome.zarr", tta=True, block=(1, 16, 16))))
+    np.testing.assert_allclose(pb, pa[:, :, ::-1, :].swapaxes(2, 3), atol=1e-5)
+    plain = read(predict_volume(job(model_path, str(a), tmp_path / "pc.ome.zarr", block=(1, 16, 16))))
+    assert np.abs(plain - pa).max() > 1e-3
+
+
+def test_automatic_block_fits_the_budget_and_grows_with_it(model_path, volume):
+    model = UNet(UNetConfig(base_width=8, levels=4))
+    shape = (30, 2048, 2048)
+    small = auto_block(model, shape, 64 * 2**20, 4, torch.device("cpu"))
+    large = auto_block(model, shape, 1024 * 2**20, 4, torch.device("cpu"))
+    assert small[0] == large[0] == 4
+    assert all(s % 8 == 0 for s in small[1:]) and large[1] > small[1]
+    inputs = [g.window(n)[0] for g, n in zip(model.geometries, large[1:], strict=True)]
+    assert activation_bytes(model, inputs, 4, 4) <= 1024 * 2**20
+    # Blocks are evened out: 2048 splits into equal blocks, not one big one and a sliver.
+    assert 2048 % large[1] == 0 or -(-2048 // large[1]) * large[1] - 2048 < 8 * -(-2048 // large[1])
+    assert auto_block(model, (3, 40, 50), 1024 * 2**20, 4, torch.device("cpu")) == (3, 40, 56)
+    with pytest.raises(ValueError, match="predict.memory_mb is too small"):
+        auto_block(model, shape, 1e5, 4, torch.device("cpu"))
+    chosen = predict_volume(job(model_path, volume, volume + ".auto.ome.zarr", block=(0, 0, 0)), memory_mb=64)
+    group = zarr.open_group(str(chosen), mode="r")
+    assert group.attrs["unetflow"]["block"] == [4, 72, 56]  # whole slices, padded to the pooling grid
+    assert tuple(group["0"].chunks) == (2, 4, 70, 53)  # the store clips chunks to the volume
+
+
+def test_scheduler_settings_are_checked():
+    with pytest.raises(ValueError, match="predict.scheduler"):
+        SchedulerSpec("mpi")
+    with pytest.raises(ValueError, match="predict.workers"):
+        SchedulerSpec("threads", 0)
+
+
+def test_distributed_local_cluster_matches_threads(model_path, volume, tmp_path):
+    reference = read(predict_volume(job(model_path, volume, tmp_path / "ref.ome.zarr", block=(4, 48, 32))))
+    out = predict_volume(job(model_path, volume, tmp_path / "d.ome.zarr", block=(4, 48, 32)), SchedulerSpec("local", 2))
+    assert np.array_equal(read(out), reference)
