@@ -146,3 +146,13 @@ def test_distributed_local_cluster_matches_threads(model_path, volume, tmp_path)
     reference = read(predict_volume(job(model_path, volume, tmp_path / "ref.ome.zarr", block=(4, 48, 32))))
     out = predict_volume(job(model_path, volume, tmp_path / "d.ome.zarr", block=(4, 48, 32)), SchedulerSpec("local", 2))
     assert np.array_equal(read(out), reference)
+
+
+def test_distributed_scheduler_address(model_path, volume, tmp_path):
+    from distributed import LocalCluster
+
+    reference = read(predict_volume(job(model_path, volume, tmp_path / "ref.ome.zarr", block=(8, 72, 56))))
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        spec = SchedulerSpec(cluster.scheduler_address, 1)
+        out = predict_volume(job(model_path, volume, tmp_path / "a.ome.zarr", block=(8, 72, 56)), spec)
+    assert np.array_equal(read(out), reference)
