@@ -50,8 +50,23 @@ def test_volume_augmentation_is_consistent():
             labels.astype(np.float32),
             labels,
             labels.astype(np.float32),
-            AugmentParams(contrast=0, brightness=0),
+            AugmentParams(contrast=0, brightness=0, elastic_sigma=0),
         )
         np.testing.assert_array_equal(img, lab)
         np.testing.assert_array_equal(wgt, lab)
         assert img.shape == (4, 16, 16) and lab.sum() == labels.sum()
+
+
+def test_volume_elastic_deformation_is_in_plane_and_consistent():
+    from unetflow.augment import augment_volume
+
+    p = AugmentParams(flip=False, rotate=False, contrast=0, brightness=0)
+    z_only = np.broadcast_to(np.arange(6, dtype=np.float32)[:, None, None], (6, 40, 40)).copy()
+    out, _, _ = augment_volume(np.random.default_rng(0), z_only, z_only.astype(np.uint8), z_only, p)
+    np.testing.assert_allclose(out, z_only, atol=1e-5)  # nothing moves along z
+    yy, xx = np.mgrid[:40, :40]
+    blobs = np.broadcast_to(((yy // 10 + xx // 10) % 2).astype(np.uint8), (6, 40, 40)).copy()
+    img, lab, wgt = augment_volume(np.random.default_rng(3), blobs.astype(np.float32), blobs, blobs * 2.0, p)
+    assert not np.array_equal(lab, blobs)  # deformed
+    assert np.mean((img > 0.5) == (lab > 0)) > 0.97  # image and labels moved together
+    np.testing.assert_allclose(wgt, 2 * img, atol=1e-5)

@@ -3,9 +3,10 @@
 One coordinate map per sample combines a flip, a rotation by any angle and a random elastic deformation
 (displacements on a coarse 3x3 grid drawn from N(0, 10 px), interpolated bicubically to every pixel);
 the image and weights are resampled linearly, labels by nearest neighbour. Gray values then get a random
-contrast and brightness change. 3D tiles get flips along every axis, in-plane 90-degree rotations and the
-gray-value change (no elastic deformation yet). Pure functions of an explicit random generator: reproducible
-per sample.
+contrast and brightness change. 3D tiles get flips along every axis, in-plane 90-degree rotations, an elastic
+deformation with in-plane displacements on a coarse 3x3x3 grid (serial sections warp within their plane; the
+coarse z axis is rarely sampled finely enough to deform) and the gray-value change. Pure functions of an explicit
+random generator: reproducible per sample.
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ class AugmentParams:
     brightness: float = 0.1
 
 
-def elastic_displacement(rng: np.random.Generator, shape: tuple[int, int], sigma: float, grid: int) -> np.ndarray:
-    """(2, H, W) displacement field: a grid x grid Gaussian field, bicubically interpolated to full size."""
-    coarse = rng.normal(0.0, sigma, (2, grid, grid))
-    out = np.empty((2, *shape))
-    for k in range(2):
-        out[k] = ndimage.zoom(coarse[k], (shape[0] / grid, shape[1] / grid), order=3, mode="nearest", grid_mode=True)
+def elastic_displacement(
+    rng: np.random.Generator, shape: tuple[int, ...], sigma: float, grid: int, components: int = 2
+) -> np.ndarray:
+    """(components, *shape) displacement field: a Gaussian field on a coarse grid (grid points per axis),
+    interpolated (bi/tri)cubically to full size."""
+    coarse = rng.normal(0.0, sigma, (components, *(grid,) * len(shape)))
+    zoom = tuple(s / grid for s in shape)
+    out = np.empty((components, *shape))
+    for k in range(components):
+        out[k] = ndimage.zoom(coarse[k], zoom, order=3, mode="nearest", grid_mode=True)
     return out
 
 
@@ -85,7 +90,8 @@ def augment_volume(
     weights: np.ndarray,
     p: AugmentParams,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One random augmentation of a 3D (z, y, x) triple: axis flips, in-plane quarter turns, gray values."""
+    """One random augmentation of a 3D (z, y, x) triple: axis flips, in-plane quarter turns, in-plane elastic
+    deformation, gray values."""
     arrays = [image, labels, weights]
     if p.flip:
         for axis in range(3):
@@ -95,4 +101,10 @@ def augment_volume(
         k = int(rng.integers(4))
         arrays = [np.rot90(a, k, axes=(1, 2)) for a in arrays]
     image, labels, weights = (np.ascontiguousarray(a) for a in arrays)
+    if p.elastic_sigma > 0:
+        coords = np.indices(image.shape, dtype=float)
+        coords[1:] += elastic_displacement(rng, image.shape, p.elastic_sigma, p.elastic_grid, components=2)
+        image = ndimage.map_coordinates(image, coords, order=1, mode="mirror").astype(np.float32)
+        labels = ndimage.map_coordinates(labels, coords, order=0, mode="mirror")
+        weights = ndimage.map_coordinates(weights, coords, order=1, mode="mirror").astype(np.float32)
     return gray_values(rng, image, p), labels, weights
