@@ -156,3 +156,11 @@ def test_distributed_scheduler_address(model_path, volume, tmp_path):
         spec = SchedulerSpec(cluster.scheduler_address, 1)
         out = predict_volume(job(model_path, volume, tmp_path / "a.ome.zarr", block=(8, 72, 56)), spec)
     assert np.array_equal(read(out), reference)
+
+
+def test_local_cluster_workers_spread_over_gpus():
+    from unetflow.predict import worker_device
+
+    assert [worker_device("auto", n, 4) for n in range(5)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0"]
+    assert worker_device("cuda:2", 1, 4) == "cuda:2" and worker_device("cpu", 1, 4) == "cpu"
+    assert worker_device("auto", "tcp-worker", 4) == "auto" and worker_device("auto", 1, 1) == "auto"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import zarr
 
 from unetflow.blocks import Block
@@ -88,11 +89,29 @@ _workers: dict[PredictJob, _Worker] = {}
 _workers_lock = threading.Lock()
 
 
+def worker_device(requested: str, worker_name: object, gpus: int) -> str:
+    """The device of one dask.distributed worker: a bare `cuda`/`auto` request on a machine with several GPUs
+    spreads LocalCluster workers (named 0, 1, ...) over them; anything else is used as asked."""
+    if requested in ("auto", "cuda") and gpus > 1 and isinstance(worker_name, int):
+        return f"cuda:{worker_name % gpus}"
+    return requested
+
+
+def _device_name(job: PredictJob) -> str:
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):  # not inside a dask.distributed worker
+        return job.device
+    return worker_device(job.device, name, torch.cuda.device_count())
+
+
 def _worker(job: PredictJob) -> _Worker:
     with _workers_lock:
         if job not in _workers:
             set_threads(job.threads)
-            device = select_device(job.device)
+            device = select_device(_device_name(job))
             model, _ = load_model(job.model, device)
             image = as_zyx(open_image(job.source))
             plan = plan_blocks(image.shape, job.block, model.geometries, model.config.dims)
