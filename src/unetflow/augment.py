@@ -58,6 +58,17 @@ def sample_coordinates(rng: np.random.Generator, shape: tuple[int, int], p: Augm
     return coords
 
 
+def resample(
+    coords: np.ndarray, image: np.ndarray, labels: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sample the triple at `coords`: image and weights linearly, labels by nearest neighbour, mirrored borders."""
+    return (
+        ndimage.map_coordinates(image, coords, order=1, mode="mirror").astype(np.float32),
+        ndimage.map_coordinates(labels, coords, order=0, mode="mirror"),
+        ndimage.map_coordinates(weights, coords, order=1, mode="mirror").astype(np.float32),
+    )
+
+
 def gray_values(rng: np.random.Generator, image: np.ndarray, p: AugmentParams) -> np.ndarray:
     """Random contrast (gain) and brightness (shift) change of a normalized image."""
     if p.contrast <= 0 and p.brightness <= 0:
@@ -77,9 +88,7 @@ def augment(
     """One random augmentation of a 2D (image, labels, weights) triple of equal shape."""
     coords = sample_coordinates(rng, image.shape, p)
     if coords is not None:
-        image = ndimage.map_coordinates(image, coords, order=1, mode="mirror").astype(np.float32)
-        labels = ndimage.map_coordinates(labels, coords, order=0, mode="mirror")
-        weights = ndimage.map_coordinates(weights, coords, order=1, mode="mirror").astype(np.float32)
+        image, labels, weights = resample(coords, image, labels, weights)
     return gray_values(rng, image, p), labels, weights
 
 
@@ -104,7 +113,5 @@ def augment_volume(
     if p.elastic_sigma > 0:
         coords = np.indices(image.shape, dtype=float)
         coords[1:] += elastic_displacement(rng, image.shape, p.elastic_sigma, p.elastic_grid, components=2)
-        image = ndimage.map_coordinates(image, coords, order=1, mode="mirror").astype(np.float32)
-        labels = ndimage.map_coordinates(labels, coords, order=0, mode="mirror")
-        weights = ndimage.map_coordinates(weights, coords, order=1, mode="mirror").astype(np.float32)
+        image, labels, weights = resample(coords, image, labels, weights)
     return gray_values(rng, image, p), labels, weights
