@@ -26,6 +26,7 @@ import torch
 import zarr
 
 from unetflow.blocks import Block
+from unetflow.blocks import shard as shard_blocks
 from unetflow.budget import auto_block
 from unetflow.executor import SchedulerSpec, run_tasks
 from unetflow.inference import BlockPlan, TileInferer, infer_block, plan_blocks
@@ -241,7 +242,9 @@ def finalize(out: str | Path) -> Path:
     return out
 
 
-def resolve_job(job: PredictJob, memory_mb: float | None = None) -> tuple[PredictJob, Image, Any]:
+def resolve_job(
+    job: PredictJob, memory_mb: float | None = None
+) -> tuple[PredictJob, Image, torch.nn.Module, BlockPlan, torch.device]:
     """Validate the job against its source and model; fill in an automatic block size (zeros in `block`)."""
     if job.dtype not in OUTPUT_DTYPES:
         raise ValueError(f"predict.dtype must be one of {OUTPUT_DTYPES}, got {job.dtype!r}")
@@ -260,8 +263,8 @@ def resolve_job(job: PredictJob, memory_mb: float | None = None) -> tuple[Predic
         block = tuple(c if b <= 0 else b for b, c in zip(block, chosen, strict=True))
     # A 2D model's z block never needs to exceed the volume.
     block = tuple(min(b, s) if a < 3 - dims else b for a, (b, s) in enumerate(zip(block, image.shape, strict=True)))
-    plan_blocks(image.shape, block, model.geometries, dims)  # refuses blocks off the pooling grid
-    return replace(job, block=block), image, model
+    plan = plan_blocks(image.shape, block, model.geometries, dims)  # refuses blocks off the pooling grid
+    return replace(job, block=block), image, model, plan, device
 
 
 def predict_volume(
@@ -272,10 +275,9 @@ def predict_volume(
 ) -> Path:
     """Run the blocks of `job` (its `shard` i of N only) and, when this covers every block, move the finished
     output into place. Returns the output path (`<out>.partial` while other shards are outstanding)."""
-    job, image, model = resolve_job(job, memory_mb)
+    job, image, model, plan, device = resolve_job(job, memory_mb)
     classes = model.config.classes
     shape = (classes, *image.shape)
-    plan = plan_blocks(image.shape, job.block, model.geometries, model.config.dims)
     attrs = {
         "kind": "probabilities",
         "classes": ["membrane", "cell"] if classes == 2 else [f"class{i}" for i in range(classes)],
@@ -287,15 +289,14 @@ def predict_volume(
     }
     resumed = prepare_store(job, fingerprint(job, image.shape), shape, image, attrs)
     i, n = shard
-    mine = plan.blocks[i::n] if n > 1 else plan.blocks
+    mine = shard_blocks(plan.blocks, i, n)
     done = done_blocks(job.store)
     pending = [b.index for b in mine if block_key(b.index) not in done]
     if resumed:
         log.info("resuming %s: %d of %d blocks already done", job.store, len(mine) - len(pending), len(mine))
     print(f"predict: {len(pending)} of {len(mine)} blocks to compute (block {list(job.block)})", flush=True)
     started = time.perf_counter()
-    gpu = select_device(job.device).type == "cuda"
-    voxels = run_tasks(process_block, job, pending, scheduler or SchedulerSpec(), gpu=gpu)
+    voxels = run_tasks(process_block, job, pending, scheduler or SchedulerSpec(), gpu=device.type == "cuda")
     seconds = time.perf_counter() - started
     if pending:
         print(f"predict: {voxels / max(seconds, 1e-9):,.0f} voxels/s over {seconds:.1f} s", flush=True)
