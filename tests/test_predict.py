@@ -127,7 +127,7 @@ def test_automatic_block_fits_the_budget_and_grows_with_it(model_path, volume):
     # Blocks are evened out: 2048 splits into equal blocks, not one big one and a sliver.
     assert 2048 % large[1] == 0 or -(-2048 // large[1]) * large[1] - 2048 < 8 * -(-2048 // large[1])
     assert auto_block(model, (3, 40, 50), 1024 * 2**20, 4, torch.device("cpu")) == (3, 40, 56)
-    with pytest.raises(ValueError, match="predict.memory_mb is too small"):
+    with pytest.raises(ValueError, match=r"predict.memory_budget_mb \(--memory-mb\) is too small"):
         auto_block(model, shape, 1e5, 4, torch.device("cpu"))
     chosen = predict_volume(job(model_path, volume, volume + ".auto.ome.zarr", block=(0, 0, 0)), memory_mb=64)
     group = zarr.open_group(str(chosen), mode="r")

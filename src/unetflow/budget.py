@@ -35,9 +35,10 @@ def auto_block(
     budget_bytes: float,
     batch_size: int,
     device: torch.device,
-    tta: bool = False,  # noqa: ARG001 - transforms run one after another: no extra memory but an accumulator
 ) -> tuple[int, int, int]:
-    """A zyx block shape whose tiles fit `budget_bytes`; 2D models get `batch_size` slices per block."""
+    """A zyx block shape whose tiles fit `budget_bytes`; 2D models get `batch_size` slices per block.
+
+    Test-time transforms run one after another, so TTA needs no more than one pass (the probability sum is counted)."""
     cfg = model.config
     geometries = model.geometries
     dims = cfg.dims
@@ -47,20 +48,24 @@ def auto_block(
     steps = [g.step for g in geometries]
     caps = [-(-e // s) * s for e, s in zip(extents, steps, strict=True)]
 
+    def outputs(n: int) -> list[int]:
+        """Per-axis output sizes for side length n: on the pooling grid, at most the (rounded-up) volume."""
+        return [min(n - n % s or s, cap) for s, cap in zip(steps, caps, strict=True)]
+
     def fits(n: int) -> bool:
-        outs = [min(n - n % s or s, cap) for s, cap in zip(steps, caps, strict=True)]
-        inputs = [g.window(o)[0] for g, o in zip(geometries, outs, strict=True)]
+        inputs = [g.window(o)[0] for g, o in zip(geometries, outputs(n), strict=True)]
         return activation_bytes(model, inputs, batch, bytes_per_value) <= budget_bytes
 
     if not fits(max(steps)):
         smallest = [g.window(s)[0] for g, s in zip(geometries, steps, strict=True)]
         need = activation_bytes(model, smallest, batch, bytes_per_value) / 2**20
         raise ValueError(
-            f"predict.memory_mb is too small for this model: even the smallest tile needs about {need:.0f} MB"
+            f"predict.memory_budget_mb (--memory-mb) is too small for this model: even the smallest tile needs "
+            f"about {need:.0f} MB"
         )
     lo, hi = max(steps), max(caps)
     while lo < hi:  # largest side length that fits
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-    sizes = [_even(e, max(s, min(lo - lo % s or s, cap)), s) for e, s, cap in zip(extents, steps, caps, strict=True)]
+    sizes = [_even(e, o, s) for e, o, s in zip(extents, outputs(lo), steps, strict=True)]
     return (batch, *sizes) if dims == 2 else tuple(sizes)  # type: ignore[return-value]

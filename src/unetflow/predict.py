@@ -259,7 +259,7 @@ def resolve_job(
         raise ValueError(f"predict.block needs 3 entries (z, y, x), got {list(job.block)}")
     if any(b <= 0 for b in block):
         budget = (memory_mb or 2048) * 2**20
-        chosen = auto_block(model, image.shape, budget, job.batch_size, device, tta=job.tta)
+        chosen = auto_block(model, image.shape, budget, job.batch_size, device)
         block = tuple(c if b <= 0 else b for b, c in zip(block, chosen, strict=True))
     # A 2D model's z block never needs to exceed the volume.
     block = tuple(min(b, s) if a < 3 - dims else b for a, (b, s) in enumerate(zip(block, image.shape, strict=True)))

@@ -186,21 +186,19 @@ def remove(path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path, keep_partial: bool = False) -> Iterator[Path]:
+def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to build an output in; move it to `path` only when the block exits cleanly.
 
-    A crash leaves `<path>.partial` (removed unless `keep_partial`), never something at `path` that looks done.
+    A crash removes `<path>.partial` and never leaves something at `path` that looks done.
     """
     path = Path(path)
     tmp = partial_path(path)
-    if not keep_partial:
-        remove(tmp)
+    remove(tmp)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         yield tmp
     except BaseException:
-        if not keep_partial:
-            remove(tmp)
+        remove(tmp)
         raise
     remove(path)
     tmp.rename(path)
