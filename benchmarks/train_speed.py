@@ -1,7 +1,8 @@
 """Training speed: iterations per second and the share of step time spent waiting for data, side by side
-for several DataLoader worker counts (augmentation runs in the workers).
+for several DataLoader worker counts (augmentation runs in the workers) and numeric precisions.
 
 Run by hand: python benchmarks/train_speed.py [--iterations 60] [--device auto] [--width 16] [--tile 164]
+    [--precision auto bf16] [--norm group]
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--norm", default="none", choices=["none", "batch", "group"])
     args = parser.parse_args()
     image, labels = synthesize((8, 256, 256), seed=0)
     mean, std = image.mean(), image.std()
@@ -38,12 +41,12 @@ def main() -> None:
         [cell_mask(s, BINARY_255).astype(np.uint8) for s in labels],
         [weight_map(s, BINARY_255, WeightParams()) for s in labels],
     )
-    model = {"base_width": args.width, "levels": args.levels}
+    model = {"base_width": args.width, "levels": args.levels, "norm": args.norm}
     print(
         f"device={args.device} torch threads={args.threads or torch.get_num_threads()} model={model} tile={args.tile}"
     )
-    print(f"{'workers':>7} {'it/s':>8} {'data wait share':>16}")
-    for workers in args.workers:
+    print(f"{'precision':>9} {'workers':>7} {'it/s':>8} {'data wait share':>16}")
+    for precision, workers in [(p, w) for p in args.precision for w in args.workers]:
         settings = TrainSettings.from_dict(
             {
                 "iterations": args.iterations,
@@ -54,13 +57,15 @@ def main() -> None:
                 "validate_every": args.iterations,
                 "checkpoint_every": args.iterations,
                 "workers": workers,
+                "precision": precision,
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
             train(model, settings, slices, [], tmp, args.device, args.threads, f"bench{workers}")
             with open(Path(tmp) / "train_log.csv") as f:
                 row = list(csv.DictReader(f))[-1]
-        print(f"{workers:>7} {float(row['iterations_per_second']):>8.2f} {float(row['data_wait_share']):>16.1%}")
+        speed, wait = float(row["iterations_per_second"]), float(row["data_wait_share"])
+        print(f"{precision:>9} {workers:>7} {speed:>8.2f} {wait:>16.1%}")
 
 
 if __name__ == "__main__":

@@ -118,17 +118,17 @@ def test_tta_is_equivariant_and_changes_the_result(model_path, tmp_path):
 def test_automatic_block_fits_the_budget_and_grows_with_it(model_path, volume):
     model = UNet(UNetConfig(base_width=8, levels=4))
     shape = (30, 2048, 2048)
-    small = auto_block(model, shape, 64 * 2**20, 4, torch.device("cpu"))
-    large = auto_block(model, shape, 1024 * 2**20, 4, torch.device("cpu"))
+    small = auto_block(model, shape, 64 * 2**20, 4)
+    large = auto_block(model, shape, 1024 * 2**20, 4)
     assert small[0] == large[0] == 4
     assert all(s % 8 == 0 for s in small[1:]) and large[1] > small[1]
     inputs = [g.window(n)[0] for g, n in zip(model.geometries, large[1:], strict=True)]
     assert activation_bytes(model, inputs, 4, 4) <= 1024 * 2**20
     # Blocks are evened out: 2048 splits into equal blocks, not one big one and a sliver.
     assert 2048 % large[1] == 0 or -(-2048 // large[1]) * large[1] - 2048 < 8 * -(-2048 // large[1])
-    assert auto_block(model, (3, 40, 50), 1024 * 2**20, 4, torch.device("cpu")) == (3, 40, 56)
+    assert auto_block(model, (3, 40, 50), 1024 * 2**20, 4) == (3, 40, 56)
     with pytest.raises(ValueError, match=r"predict.memory_budget_mb \(--memory-mb\) is too small"):
-        auto_block(model, shape, 1e5, 4, torch.device("cpu"))
+        auto_block(model, shape, 1e5, 4)
     chosen = predict_volume(job(model_path, volume, volume + ".auto.ome.zarr", block=(0, 0, 0)), memory_mb=64)
     group = zarr.open_group(str(chosen), mode="r")
     assert group.attrs["unetflow"]["block"] == [4, 72, 56]  # whole slices, padded to the pooling grid
@@ -164,3 +164,12 @@ def test_local_cluster_workers_spread_over_gpus():
     assert [worker_device("auto", n, 4) for n in range(5)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0"]
     assert worker_device("cuda:2", 1, 4) == "cuda:2" and worker_device("cpu", 1, 4) == "cpu"
     assert worker_device("auto", "tcp-worker", 4) == "auto" and worker_device("auto", 1, 1) == "auto"
+
+
+def test_precision_is_part_of_the_result(model_path, volume, tmp_path):
+    out = tmp_path / "o.ome.zarr"
+    fp32 = read(predict_volume(job(model_path, volume, out, block=(24, 72, 56))))
+    attrs = zarr.open_group(str(out), mode="r").attrs["unetflow"]
+    assert attrs["precision"] == "fp32"  # what `auto` means on a CPU, recorded
+    bf16 = read(predict_volume(job(model_path, volume, tmp_path / "b.ome.zarr", block=(24, 72, 56), precision="bf16")))
+    assert 0 < np.abs(bf16 - fp32).max() < 0.05

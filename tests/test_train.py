@@ -159,3 +159,26 @@ def test_anisotropic_3d_training(ingested, tmp_path):
     assert load_checkpoint(path)["model"]["pool"] == [1, 2, 2]
     with pytest.raises(ValueError, match="3D model needs 3D"):
         train(model, settings(iterations=1), load_slices([str(images)], [str(labels)], None), [], tmp_path, "cpu")
+
+
+def test_bf16_training_runs_and_keeps_the_training_layout(data, tmp_path, monkeypatch):
+    slices, validation = data
+    with pytest.raises(ValueError, match="train.precision"):
+        settings(precision="fp16")
+    seen = []
+    real_loss = train_module.segmentation_loss
+
+    def recording(kind, logits, *args):
+        seen.append((logits.dtype, logits.is_contiguous()))
+        return real_loss(kind, logits, *args)
+
+    monkeypatch.setattr(train_module, "segmentation_loss", recording)
+    model_path = train(MODEL, settings(precision="bf16"), slices, validation, tmp_path, "cpu", 1, "b")
+    # validation (after step 3) runs in channels_last; training steps after it are contiguous again on CPU
+    assert seen == [(torch.bfloat16, True)] * 6
+    model, payload = load_model(model_path)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: weights stay fp32
+    assert payload["best"] is not None
+    reference = train(MODEL, settings(), slices, validation, tmp_path / "fp32", "cpu", 1, "b")
+    a, b = load_model(model_path)[0], load_model(reference)[0]
+    assert not torch.equal(next(a.parameters()), next(b.parameters()))  # bf16 really ran

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 
@@ -34,7 +33,7 @@ def auto_block(
     shape: Sequence[int],
     budget_bytes: float,
     batch_size: int,
-    device: torch.device,
+    precision: str = "fp32",
 ) -> tuple[int, int, int]:
     """A zyx block shape whose tiles fit `budget_bytes`; 2D models get `batch_size` slices per block.
 
@@ -42,7 +41,7 @@ def auto_block(
     cfg = model.config
     geometries = model.geometries
     dims = cfg.dims
-    bytes_per_value = 2 if device.type == "cuda" else 4  # bf16 autocast on CUDA
+    bytes_per_value = 2 if precision == "bf16" else 4
     extents = list(shape[3 - dims :])
     batch = min(batch_size, int(shape[0])) if dims == 2 else 1
     steps = [g.step for g in geometries]

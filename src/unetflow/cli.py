@@ -82,7 +82,9 @@ def cmd_predict(a: argparse.Namespace) -> None:
     if a.gather:
         print(finalize(a.out))
         return
-    job = PredictJob(a.model, a.source, a.out, tuple(a.block), a.dtype, a.tta, a.batch_size, a.device, a.threads)
+    job = PredictJob(
+        a.model, a.source, a.out, tuple(a.block), a.dtype, a.tta, a.batch_size, a.device, a.threads, a.precision
+    )
     print(predict_volume(job, SchedulerSpec(a.scheduler, a.workers), a.shard, a.memory_mb))
 
 
@@ -171,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", choices=["float16", "float32", "uint8"], default="float16")
     s.add_argument("--tta", action="store_true", help="average over the 8 flips/90-degree rotations (3D: 8 flips)")
     s.add_argument("--device", default="auto")
+    s.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16"], default="auto", help="auto: bf16 autocast on CUDA, fp32 on CPU"
+    )
     s.add_argument("--scheduler", default="threads", help="threads, local (LocalCluster) or tcp://host:port")
     s.add_argument("--workers", type=int, default=1, help="threads, or LocalCluster worker processes")
     s.add_argument("--batch-size", type=int, default=4)

@@ -15,7 +15,7 @@ from torch import nn
 from unetflow.blocks import Block, block_grid, read_mirrored
 from unetflow.intensity import IntensityStats
 from unetflow.models.geometry import Geometry
-from unetflow.runtime import autocast, memory_format
+from unetflow.runtime import autocast, memory_format, resolve_precision
 from unetflow.tta import IDENTITY_TRANSFORM, test_time_transforms
 
 
@@ -25,14 +25,19 @@ class TileInferer:
     With `tta`, the probabilities are averaged over the model's test-time transforms (`unetflow.tta`)."""
 
     def __init__(
-        self, model: nn.Module, device: torch.device, batch_size: int = 4, amp: bool = True, tta: bool = False
+        self,
+        model: nn.Module,
+        device: torch.device,
+        batch_size: int = 4,
+        precision: str = "auto",
+        tta: bool = False,
     ):
         self.device = device
         self.dims = model.config.dims
         self.format = memory_format(device, self.dims)
         self.model = model.to(device).to(memory_format=self.format).eval()
         self.batch_size = max(1, batch_size)
-        self.amp = amp
+        self.precision = resolve_precision(device, precision)
         self.transforms = test_time_transforms(model.geometries) if tta else (IDENTITY_TRANSFORM,)
 
     @property
@@ -48,7 +53,7 @@ class TileInferer:
             x = x.to(self.device, non_blocking=True)
             total = None
             for transform in self.transforms:
-                with autocast(self.device, self.amp):
+                with autocast(self.device, self.precision):
                     logits = self.model(transform.apply(x).contiguous(memory_format=self.format))
                 probs = transform.invert(logits.float().softmax(1))
                 total = probs if total is None else total + probs

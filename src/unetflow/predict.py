@@ -32,7 +32,7 @@ from unetflow.executor import SchedulerSpec, run_tasks
 from unetflow.inference import BlockPlan, TileInferer, infer_block, plan_blocks
 from unetflow.intensity import image_stats
 from unetflow.models.checkpoint import load_model
-from unetflow.runtime import select_device, set_threads
+from unetflow.runtime import resolve_precision, select_device, set_threads
 from unetflow.store import Image, as_zyx, create_image, open_image, partial_path, remove, set_attrs
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class PredictJob:
     batch_size: int = 4
     device: str = "auto"
     threads: int | None = None
+    precision: str = "auto"
 
     @property
     def store(self) -> Path:
@@ -118,7 +119,7 @@ def _worker(job: PredictJob) -> _Worker:
             plan = plan_blocks(image.shape, job.block, model.geometries, model.config.dims)
             target = zarr.open_group(str(job.store), mode="r+")["0"]
             _workers[job] = _Worker(
-                TileInferer(model, device, batch_size=job.batch_size, tta=job.tta),
+                TileInferer(model, device, job.batch_size, job.precision, job.tta),
                 image,
                 plan,
                 image_stats(image),
@@ -159,6 +160,7 @@ def fingerprint(job: PredictJob, shape: Sequence[int]) -> str:
         "block": list(job.block),
         "dtype": job.dtype,
         "tta": job.tta,
+        "precision": job.precision,
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -245,13 +247,15 @@ def finalize(out: str | Path) -> Path:
 def resolve_job(
     job: PredictJob, memory_mb: float | None = None
 ) -> tuple[PredictJob, Image, torch.nn.Module, BlockPlan, torch.device]:
-    """Validate the job against its source and model; fill in an automatic block size (zeros in `block`)."""
+    """Validate the job against its source and model; fill in an automatic block size (zeros in `block`) and the
+    precision `auto` stands for on this device (so that a resumed output never mixes precisions)."""
     if job.dtype not in OUTPUT_DTYPES:
         raise ValueError(f"predict.dtype must be one of {OUTPUT_DTYPES}, got {job.dtype!r}")
     image = as_zyx(open_image(job.source))
     if image.axes != "zyx":
         raise ValueError(f"{job.source}: expected a zyx volume (or a yx slice), got axes {image.axes!r}")
     device = select_device(job.device)
+    precision = resolve_precision(device, job.precision)
     model, _ = load_model(job.model, "cpu")
     dims = model.config.dims
     block = tuple(int(b) for b in job.block)
@@ -259,12 +263,12 @@ def resolve_job(
         raise ValueError(f"predict.block needs 3 entries (z, y, x), got {list(job.block)}")
     if any(b <= 0 for b in block):
         budget = (memory_mb or 2048) * 2**20
-        chosen = auto_block(model, image.shape, budget, job.batch_size, device)
+        chosen = auto_block(model, image.shape, budget, job.batch_size, precision)
         block = tuple(c if b <= 0 else b for b, c in zip(block, chosen, strict=True))
     # A 2D model's z block never needs to exceed the volume.
     block = tuple(min(b, s) if a < 3 - dims else b for a, (b, s) in enumerate(zip(block, image.shape, strict=True)))
     plan = plan_blocks(image.shape, block, model.geometries, dims)  # refuses blocks off the pooling grid
-    return replace(job, block=block), image, model, plan, device
+    return replace(job, block=block, precision=precision), image, model, plan, device
 
 
 def predict_volume(
@@ -286,6 +290,7 @@ def predict_volume(
         "context": [g.context for g in model.geometries],
         "block": list(job.block),
         "tta": job.tta,
+        "precision": job.precision,
     }
     resumed = prepare_store(job, fingerprint(job, image.shape), shape, image, attrs)
     i, n = shard

@@ -30,7 +30,7 @@ from unetflow.losses import segmentation_loss
 from unetflow.metrics import pixel_error, rand_error
 from unetflow.models import build_model
 from unetflow.models.checkpoint import load_checkpoint, save_checkpoint
-from unetflow.runtime import autocast, memory_format, select_device, set_threads
+from unetflow.runtime import PRECISIONS, autocast, memory_format, resolve_precision, select_device, set_threads
 from unetflow.store import open_image
 
 LOG_FIELDS = [
@@ -62,6 +62,7 @@ class TrainSettings:
     checkpoint_every: int = 250
     workers: int = 2
     threshold: float = 0.5
+    precision: str = "auto"
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     @classmethod
@@ -77,6 +78,8 @@ class TrainSettings:
             raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {s.schedule!r}")
         if s.optimizer not in ("sgd", "adam"):
             raise ValueError(f"train.optimizer must be sgd or adam, got {s.optimizer!r}")
+        if s.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {PRECISIONS}, got {s.precision!r}")
         if s.iterations < 1 or s.batch_size < 1 or s.tile < 1:
             raise ValueError("train.iterations, train.batch_size and train.tile must be >= 1")
         return s
@@ -163,10 +166,11 @@ def validate(
     device: torch.device,
     volumes: list[tuple[np.ndarray, np.ndarray]],
     threshold: float,
+    precision: str = "auto",
 ) -> tuple[float, float]:
     """Mean pixel and Rand error over whole validation slices (images normalized, labels as cell masks)."""
     was_training = model.training
-    inferer = TileInferer(model, device)
+    inferer = TileInferer(model, device, precision=precision)
     identity = IntensityStats(0.0, 1.0)
     pixel, rand = [], []
     for image, cell in volumes:
@@ -243,13 +247,15 @@ def train(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     set_threads(threads)
     device = select_device(device_name)
+    precision = resolve_precision(device, settings.precision)
     torch.manual_seed(settings.seed)
     model = build_model(model_settings)
     inputs = [g.input_size(settings.tile) for g in model.geometries]
     outputs = [g.output_size(n) if g.padding == "valid" else n for g, n in zip(model.geometries, inputs, strict=True)]
     if {a.ndim for a in train_data.images} != {model.config.dims}:
         raise ValueError(f"a {model.config.dims}D model needs {model.config.dims}D training data")
-    model = model.to(device).to(memory_format=memory_format(device, model.config.dims))
+    layout = memory_format(device, model.config.dims, training=True)
+    model = model.to(device).to(memory_format=layout)
     optimizer = _optimizer(model, settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: lr_factor(settings.schedule, it, settings.iterations)
@@ -302,9 +308,9 @@ def train(
             if batch is None:
                 break
             x, y, w = batch
-            x = x.to(device, non_blocking=True).to(memory_format=memory_format(device, model.config.dims))
+            x = x.to(device, non_blocking=True).to(memory_format=layout)
             y, w = y.to(device, non_blocking=True), w.to(device, non_blocking=True)
-            with autocast(device):
+            with autocast(device, precision):
                 logits = model(x)
             loss = segmentation_loss(settings.loss, logits, y, w)
             optimizer.zero_grad(set_to_none=True)
@@ -334,7 +340,8 @@ def train(
                     "val_rand_error": "",
                 }
                 if validation:
-                    pe, re = validate(model, device, validation, settings.threshold)
+                    pe, re = validate(model, device, validation, settings.threshold, precision)
+                    model.to(memory_format=layout)
                     row.update(val_pixel_error=pe, val_rand_error=re)
                     if best is None or (re, pe) < (best["rand_error"], best["pixel_error"]):
                         best = {"iteration": iteration, "rand_error": re, "pixel_error": pe}

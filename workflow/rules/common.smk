@@ -131,7 +131,8 @@ def predict_command(shard_option):
     """The predict shell command; `shard_option` selects one shard, the gather step, or (empty) everything."""
     return (
         "python -m unetflow predict {input.model} {input.images} {params.out} --block {params.block} "
-        "--memory-mb {params.memory_mb} --dtype {params.dtype} {params.tta} --batch-size {params.batch_size} "
+        "--memory-mb {params.memory_mb} --dtype {params.dtype} {params.tta} --precision {params.precision} "
+        "--batch-size {params.batch_size} "
         "--scheduler {params.scheduler} --workers {params.workers} --device {params.device} --threads {threads} "
         + shard_option
         + " > {log} 2>&1"
@@ -147,6 +148,7 @@ def predict_params():
         memory_mb=p["memory_budget_mb"],
         dtype=p["dtype"],
         tta="--tta" if p["tta"] else "",
+        precision=p["precision"],
         batch_size=p["batch_size"],
         scheduler=p["scheduler"],
         workers=p["workers"],
