@@ -1,5 +1,6 @@
 """Device, precision and memory layout chosen at run time."""
 
+import os
 import warnings
 
 import numpy as np
@@ -50,3 +51,21 @@ def test_bf16_inference_is_close_to_fp32_but_not_the_same():
     bf16 = TileInferer(model, CPU, precision="bf16")(tiles)
     assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
     assert 0 < np.abs(bf16 - fp32).max() < 0.05
+
+
+def test_release_free_memory_returns_heap_pages_to_the_os():
+    from unetflow.runtime import _malloc_trim, release_free_memory
+
+    release_free_memory()  # never fails, with or without glibc
+    if _malloc_trim() is None:
+        pytest.skip("no glibc malloc_trim here")
+
+    def rss_kib() -> int:  # Linux: resident pages of this process
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+    blocks = [bytearray(4096) for _ in range(100_000)]  # ~400 MiB of small heap allocations
+    del blocks[:-1]  # all but the last: the heap top stays in use, so free pages are trapped below it
+    before = rss_kib()
+    release_free_memory()
+    assert rss_kib() < before - 100 * 1024

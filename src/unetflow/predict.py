@@ -32,7 +32,7 @@ from unetflow.executor import SchedulerSpec, run_tasks
 from unetflow.inference import BlockPlan, TileInferer, infer_block, plan_blocks
 from unetflow.intensity import image_stats
 from unetflow.models.checkpoint import load_model
-from unetflow.runtime import resolve_precision, select_device, set_threads
+from unetflow.runtime import release_free_memory, resolve_precision, select_device, set_threads
 from unetflow.store import Image, as_zyx, create_image, open_image, partial_path, remove, set_attrs
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ def process_block(job: PredictJob, index: tuple[int, ...]) -> int:
     probs = infer_block(w.inferer, w.image.array, block, w.plan, w.stats)
     w.target[(slice(None), *block.write)] = encode(probs, job.dtype)
     (job.store / DONE_DIR / block_key(index)).touch()
+    release_free_memory()
     return int(np.prod(probs.shape[1:]))
 
 
