@@ -168,7 +168,8 @@ def validate(
     threshold: float,
     precision: str = "auto",
 ) -> tuple[float, float]:
-    """Mean pixel and Rand error over whole validation slices (images normalized, labels as cell masks)."""
+    """Mean pixel and Rand error over whole validation slices (images normalized, labels as cell masks); the model
+    is handed back in training mode and layout."""
     was_training = model.training
     inferer = TileInferer(model, device, precision=precision)
     identity = IntensityStats(0.0, 1.0)
@@ -179,7 +180,7 @@ def validate(
         for z in range(image.shape[0]):
             pixel.append(pixel_error(predicted[z], cell[z]))
             rand.append(rand_error(instance_labels(predicted[z], "binary01"), instance_labels(cell[z], "binary01")))
-    model.train(was_training)
+    model.train(was_training).to(memory_format=memory_format(device, model.config.dims, training=True))
     return float(np.mean(pixel)), float(np.mean(rand))
 
 
@@ -341,7 +342,6 @@ def train(
                 }
                 if validation:
                     pe, re = validate(model, device, validation, settings.threshold, precision)
-                    model.to(memory_format=layout)
                     row.update(val_pixel_error=pe, val_rand_error=re)
                     if best is None or (re, pe) < (best["rand_error"], best["pixel_error"]):
                         best = {"iteration": iteration, "rand_error": re, "pixel_error": pe}
