@@ -51,9 +51,10 @@ def test_training_writes_model_and_log(data, tmp_path):
     assert payload["best"]["iteration"] in (3, 6)
 
 
-def test_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch, ema):
     slices, validation = data
-    full = train(MODEL, settings(), slices, validation, tmp_path / "full", "cpu", 1, "r")
+    full = train(MODEL, settings(ema=ema), slices, validation, tmp_path / "full", "cpu", 1, "r")
 
     calls = {"n": 0}
     real_loss = train_module.segmentation_loss
@@ -66,11 +67,11 @@ def test_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_module, "segmentation_loss", dies_at_fifth_step)
     with pytest.raises(KeyboardInterrupt):
-        train(MODEL, settings(), slices, validation, tmp_path / "resumed", "cpu", 1, "r")
+        train(MODEL, settings(ema=ema), slices, validation, tmp_path / "resumed", "cpu", 1, "r")
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["iteration"] == 4
     assert not (tmp_path / "resumed" / "model.pt").exists()
     monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
-    resumed = train(MODEL, settings(), slices, validation, tmp_path / "resumed", "cpu", 1, "r")
+    resumed = train(MODEL, settings(ema=ema), slices, validation, tmp_path / "resumed", "cpu", 1, "r")
 
     a, b = load_checkpoint(full), load_checkpoint(resumed)
     assert a["iteration"] == b["iteration"]
@@ -78,6 +79,11 @@ def test_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch):
         torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=0)
     last = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert last["iteration"] == 6
+    if ema:  # the weight average resumes too, whichever model validation kept
+        reference = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["average"]
+        assert last["average"]["updates"] == reference["updates"] == 6
+        for k, v in reference["state_dict"].items():
+            torch.testing.assert_close(last["average"]["state_dict"][k], v, rtol=0, atol=0)
 
 
 def test_sigterm_checkpoints_then_resumes(data, tmp_path, monkeypatch):
@@ -101,6 +107,32 @@ def test_sigterm_checkpoints_then_resumes(data, tmp_path, monkeypatch):
     a, b = load_checkpoint(full), load_checkpoint(resumed)
     for k in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=0)
+
+
+def test_weight_average_is_validated_and_kept(data, tmp_path, monkeypatch):
+    slices, validation = data
+    with pytest.raises(ValueError, match="train.ema"):
+        settings(ema=1.0)
+    validated = []
+    real_validate = train_module.validate
+
+    def recording(model, *args, **kwargs):
+        validated.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real_validate(model, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", recording)
+    model_path = train(MODEL, settings(ema=0.9, validate_every=6), slices, validation, tmp_path, "cpu", 1, "e")
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    kept = load_checkpoint(model_path)["state_dict"]
+    assert last["average"]["updates"] == 6
+    for k, v in kept.items():
+        torch.testing.assert_close(v, last["average"]["state_dict"][k], rtol=0, atol=0)
+        torch.testing.assert_close(v, validated[-1][k], rtol=0, atol=0)
+    raw = last["state_dict"]
+    assert any(not torch.equal(kept[k], raw[k]) for k in raw)  # the average, not the last weights
+    plain = train(MODEL, settings(validate_every=6), slices, validation, tmp_path / "plain", "cpu", 1, "e")
+    assert load_checkpoint(plain)["state_dict"].keys() == kept.keys()
+    assert load_checkpoint(tmp_path / "plain" / "checkpoints" / "last.pt")["average"] is None
 
 
 def test_checkpoint_of_another_run_is_not_resumed(data, tmp_path):

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from unetflow.augment import AugmentParams, augment, augment_volume
+from unetflow.averaging import WeightAverage
 from unetflow.inference import TileInferer, predict_array
 from unetflow.intensity import IntensityStats, image_stats
 from unetflow.labels import cell_mask, instance_labels
@@ -63,6 +64,7 @@ class TrainSettings:
     workers: int = 2
     threshold: float = 0.5
     precision: str = "auto"
+    ema: float = 0.0
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     @classmethod
@@ -80,6 +82,8 @@ class TrainSettings:
             raise ValueError(f"train.optimizer must be sgd or adam, got {s.optimizer!r}")
         if s.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {PRECISIONS}, got {s.precision!r}")
+        if not 0.0 <= s.ema < 1.0:
+            raise ValueError(f"train.ema must be in [0, 1) (0: no weight averaging), got {s.ema}")
         if s.iterations < 1 or s.batch_size < 1 or s.tile < 1:
             raise ValueError("train.iterations, train.batch_size and train.tile must be >= 1")
         return s
@@ -258,6 +262,9 @@ def train(
     layout = memory_format(device, model.config.dims, training=True)
     model = model.to(device).to(memory_format=layout)
     optimizer = _optimizer(model, settings)
+    average = WeightAverage(model, settings.ema) if settings.ema else None
+    # The model that is validated and kept: the weight average when there is one.
+    kept = average.model if average is not None else model
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: lr_factor(settings.schedule, it, settings.iterations)
     )
@@ -271,6 +278,8 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
             start, best, log_rows = state["iteration"], state.get("best"), state.get("log", [])
             torch.set_rng_state(state["torch_rng"])
+            if average is not None:
+                average.load_state_dict(state["average"])
     length = settings.iterations * settings.batch_size
     sampler = TileSampler(train_data, inputs, outputs, settings, length)
     indices = range(start * settings.batch_size, settings.iterations * settings.batch_size)
@@ -295,6 +304,7 @@ def train(
             log=log_rows,
             torch_rng=torch.get_rng_state(),
             run_id=run_id,
+            average=average.state_dict() if average is not None else None,
         )
 
     model.train()
@@ -318,6 +328,8 @@ def train(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update(model)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at iteration {iteration + 1}; lower train.lr")
             iteration += 1
@@ -341,21 +353,22 @@ def train(
                     "val_rand_error": "",
                 }
                 if validation:
-                    pe, re = validate(model, device, validation, settings.threshold, precision)
+                    pe, re = validate(kept, device, validation, settings.threshold, precision)
                     row.update(val_pixel_error=pe, val_rand_error=re)
                     if best is None or (re, pe) < (best["rand_error"], best["pixel_error"]):
                         best = {"iteration": iteration, "rand_error": re, "pixel_error": pe}
-                        save_checkpoint(ckpt_dir / "best.pt", model, iteration=iteration, run_id=run_id)
+                        save_checkpoint(ckpt_dir / "best.pt", kept, iteration=iteration, run_id=run_id)
                 log_rows.append(row)
                 running, t0, done_since, waited = [], time.perf_counter(), 0, 0.0
             if iteration % settings.checkpoint_every == 0 or final or stop.requested:
                 save_state(iteration)
             if stop.requested and not final:
                 raise Interrupted(f"stopped by SIGTERM at iteration {iteration}; checkpoint in {last}")
-    chosen = ckpt_dir / "best.pt" if best is not None else last
-    payload = load_checkpoint(chosen)
-    model.load_state_dict(payload["state_dict"])
-    save_checkpoint(out_dir / "model.pt", model, iteration=payload["iteration"], best=best, run_id=run_id)
+    if best is not None:
+        payload = load_checkpoint(ckpt_dir / "best.pt")
+        kept.load_state_dict(payload["state_dict"])
+        iteration = payload["iteration"]
+    save_checkpoint(out_dir / "model.pt", kept, iteration=iteration, best=best, run_id=run_id)
     log_tmp = out_dir / "train_log.csv.partial"
     with open(log_tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
