@@ -17,7 +17,8 @@ import torch
 
 from unetflow.labels import BINARY_255, cell_mask
 from unetflow.synthetic import synthesize
-from unetflow.train import Slices, TrainSettings, train
+from unetflow.train import TrainSettings, train
+from unetflow.training_data import Slices
 from unetflow.weightmap import WeightParams, weight_map
 
 

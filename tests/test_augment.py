@@ -70,3 +70,21 @@ def test_volume_elastic_deformation_is_in_plane_and_consistent():
     assert not np.array_equal(lab, blobs)  # deformed
     assert np.mean((img > 0.5) == (lab > 0)) > 0.97  # image and labels moved together
     np.testing.assert_allclose(wgt, 2 * img, atol=1e-5)
+
+
+def test_slice_stacks_are_warped_alike():
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(40, 40)).astype(np.float32)
+    labels = (rng.random((40, 40)) > 0.5).astype(np.uint8)
+    weights = rng.random((40, 40)).astype(np.float32)
+    stack = np.stack([image, 2 * image, -image])
+    single = augment(np.random.default_rng(9), image, labels, weights, AugmentParams())
+    stacked = augment(np.random.default_rng(9), stack, labels, weights, AugmentParams())
+    assert stacked[0].shape == (3, 40, 40)
+    np.testing.assert_array_equal(stacked[0][0], single[0])
+    np.testing.assert_array_equal(stacked[1], single[1])
+    np.testing.assert_array_equal(stacked[2], single[2])
+    without_gray = AugmentParams(contrast=0, brightness=0)
+    plain = augment(np.random.default_rng(9), stack, labels, weights, without_gray)[0]
+    np.testing.assert_allclose(plain[1], 2 * plain[0], atol=1e-5)
+    np.testing.assert_allclose(plain[2], -plain[0], atol=1e-5)

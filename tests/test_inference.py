@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from unetflow.blocks import read_mirrored
-from unetflow.inference import TileInferer, plan_blocks, predict_array
+from unetflow.inference import TileInferer, infer_block, plan_blocks, predict_array
 from unetflow.intensity import IntensityStats
 from unetflow.models import UNet, UNetConfig
 from unetflow.models.unet import build_model
@@ -18,8 +18,9 @@ def whole_pass(model, volume):
     sizes = [g.input_size(s) for g, s in zip(geometries, spatial, strict=True)]
     pads = [(g.margin[0], n - s - g.margin[0]) for g, n, s in zip(geometries, sizes, spatial, strict=True)]
     with torch.no_grad():
-        if model.config.dims == 2:
-            x = np.stack([np.pad(v, pads, mode="reflect") for v in volume])[:, None]
+        if model.config.dims == 2:  # volume: (z, y, x), or (z, channels, y, x) already stacked
+            x = np.stack([np.pad(v, [(0, 0)] * (v.ndim - 2) + pads, mode="reflect") for v in volume])
+            x = x if x.ndim == 4 else x[:, None]
             out = model(torch.from_numpy(x)).softmax(1).numpy()
             return np.moveaxis(out, 1, 0)[:, :, : spatial[0], : spatial[1]]
         x = np.pad(volume, pads, mode="reflect")[None, None]
@@ -80,3 +81,27 @@ def test_block_sizes_off_the_pooling_grid_are_refused():
     model = UNet(UNetConfig(base_width=2, levels=4))
     with pytest.raises(ValueError, match="multiple of the model's pooling step 8"):
         plan_blocks((1, 64, 64), (1, 20, 20), model.geometries, 2)
+
+
+@pytest.mark.parametrize("z_block", [1, 2, 5])
+def test_slice_context_tiles_equal_a_whole_pass_over_stacked_neighbours(z_block):
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_width=4, levels=3, dropout=0, slice_context=1)).eval()
+    volume = np.random.default_rng(2).normal(size=(5, 40, 36)).astype(np.float32)
+    # each slice between its neighbours, mirrored at the stack's ends
+    stacked = volume[[[1, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 3]]]
+    reference = whole_pass(model, stacked)
+    inferer = TileInferer(model, torch.device("cpu"))
+    plan = plan_blocks(volume.shape, (z_block, 16, 16), model.geometries, 2, slice_context=1)
+    assert all(b.read[0].stop - b.read[0].start == z_block + 2 for b in plan.blocks)
+    tiled = np.zeros_like(reference)
+    for b in plan.blocks:
+        tiled[(slice(None), *b.write)] = infer_block(inferer, volume, b, plan, IDENTITY)
+    assert np.abs(tiled - reference).max() <= 1e-5
+    assert np.abs(predict_array(inferer, volume, IDENTITY, 16) - reference).max() <= 1e-5
+    # the neighbours matter: changing slice 3 changes slices 2-4 only
+    changed = volume.copy()
+    changed[3] += 1.0
+    other = predict_array(inferer, changed, IDENTITY, 16)
+    moved = np.abs(other - reference).max(axis=(0, 2, 3))
+    assert (moved[:2] <= 1e-5).all() and (moved[2:] > 1e-3).all()

@@ -173,3 +173,18 @@ def test_precision_is_part_of_the_result(model_path, volume, tmp_path):
     assert attrs["precision"] == "fp32"  # what `auto` means on a CPU, recorded
     bf16 = read(predict_volume(job(model_path, volume, tmp_path / "b.ome.zarr", block=(24, 72, 56), precision="bf16")))
     assert 0 < np.abs(bf16 - fp32).max() < 0.05
+
+
+def test_slice_context_model_predicts_a_volume_like_one_pass(volume, tmp_path):
+    from unetflow.inference import TileInferer, predict_array
+    from unetflow.intensity import image_stats
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_width=4, levels=3, dropout=0, slice_context=2)).eval()
+    path = tmp_path / "stacked.pt"
+    save_checkpoint(path, model)
+    image = open_image(volume)
+    expected = predict_array(TileInferer(model, torch.device("cpu")), np.asarray(image.array[:]), image_stats(image))
+    for block in ((8, 24, 16), (5, 72, 56)):  # z blocks inside and across the volume's 8-slice chunks
+        out = predict_volume(job(str(path), volume, tmp_path / f"{block[0]}.ome.zarr", block=block))
+        assert np.abs(read(out) - expected).max() <= 1e-5

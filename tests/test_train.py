@@ -8,7 +8,8 @@ import torch
 
 from unetflow import train as train_module
 from unetflow.models.checkpoint import load_checkpoint, load_model
-from unetflow.train import Interrupted, TrainSettings, fingerprint, load_slices, load_validation, train
+from unetflow.train import Interrupted, TrainSettings, fingerprint, train
+from unetflow.training_data import TileSampler, load_slices, load_validation
 from unetflow.weightmap import WeightParams, compute_weights
 
 MODEL = {"base_width": 4, "levels": 3}
@@ -214,3 +215,27 @@ def test_bf16_training_runs_and_keeps_the_training_layout(data, tmp_path, monkey
     reference = train(MODEL, settings(), slices, validation, tmp_path / "fp32", "cpu", 1, "b")
     a, b = load_model(model_path)[0], load_model(reference)[0]
     assert not torch.equal(next(a.parameters()), next(b.parameters()))  # bf16 really ran
+
+
+def test_slice_context_training_reads_neighbours_within_the_stack(ingested, tmp_path):
+    images, labels = ingested
+    plain = load_slices([str(images)], [str(labels)], None)
+    stacked = load_slices([str(images)], [str(labels)], None, slice_context=1)
+    n = len(plain.images)
+    assert n >= 3 and len(stacked.images) == n and stacked.images[0].shape == (3, *plain.images[0].shape)
+    for z, neighbours in ((0, (1, 0, 1)), (1, (0, 1, 2)), (n - 1, (n - 2, n - 1, n - 2))):
+        for channel, source in enumerate(neighbours):
+            np.testing.assert_array_equal(stacked.images[z][channel], plain.images[source])
+    fixed = settings(augment={"flip": False, "rotate": False, "elastic_sigma": 0, "contrast": 0, "brightness": 0})
+    sampler = TileSampler(stacked, (24, 24), (8, 8), fixed, 4)
+    image, target, weight = sampler[0]
+    assert image.shape == (3, 24, 24) and target.shape == (8, 8) and weight.shape == (8, 8)
+
+    model = {**MODEL, "slice_context": 1}
+    validation = load_validation([str(images)], [str(labels)])
+    path = train(model, settings(iterations=2, validate_every=2), stacked, validation, tmp_path, "cpu", 1, "s")
+    assert load_model(path)[0].config.slice_context == 1
+    rows = list(csv.DictReader(open(tmp_path / "train_log.csv")))  # noqa: SIM115
+    assert 0 <= float(rows[-1]["val_rand_error"]) <= 1
+    with pytest.raises(ValueError, match="slice_context"):
+        train(model, settings(iterations=1), plain, [], tmp_path / "mismatch", "cpu", 1)

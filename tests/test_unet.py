@@ -65,3 +65,16 @@ def test_anisotropic_pooling_settings():
     assert build_model(model.config.to_dict()).pool_factors == (1, 2, 2)
     with pytest.raises(ValueError, match="model.pool"):
         UNetConfig(dims=3, pool=(1, 3, 2))
+
+
+def test_slice_context_widens_the_first_layer_only_for_2d():
+    plain = UNet(UNetConfig(base_width=4, levels=3))
+    stacked = UNet(UNetConfig(base_width=4, levels=3, slice_context=2))
+    assert stacked.config.input_channels == 5
+    first = [m for m in stacked.modules() if isinstance(m, torch.nn.Conv2d)][0]
+    assert first.in_channels == 5
+    extra = sum(p.numel() for p in stacked.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == 4 * 4 * 3 * 3  # four more input channels into the first 3x3 convolution of width 4
+    for bad in ({"slice_context": 1, "dims": 3}, {"slice_context": -1}):
+        with pytest.raises(ValueError, match="slice_context"):
+            UNetConfig(base_width=4, levels=3, **bad)

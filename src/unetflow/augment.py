@@ -61,9 +61,14 @@ def sample_coordinates(rng: np.random.Generator, shape: tuple[int, int], p: Augm
 def resample(
     coords: np.ndarray, image: np.ndarray, labels: np.ndarray, weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sample the triple at `coords`: image and weights linearly, labels by nearest neighbour, mirrored borders."""
+    """Sample the triple at `coords`: image and weights linearly, labels by nearest neighbour, mirrored borders.
+    An image with a leading channel axis (a 2.5D slice stack) has every channel sampled alike."""
+    if image.ndim > len(coords):
+        sampled = np.stack([ndimage.map_coordinates(c, coords, order=1, mode="mirror") for c in image])
+    else:
+        sampled = ndimage.map_coordinates(image, coords, order=1, mode="mirror")
     return (
-        ndimage.map_coordinates(image, coords, order=1, mode="mirror").astype(np.float32),
+        sampled.astype(np.float32),
         ndimage.map_coordinates(labels, coords, order=0, mode="mirror"),
         ndimage.map_coordinates(weights, coords, order=1, mode="mirror").astype(np.float32),
     )
@@ -85,8 +90,9 @@ def augment(
     weights: np.ndarray,
     p: AugmentParams,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One random augmentation of a 2D (image, labels, weights) triple of equal shape."""
-    coords = sample_coordinates(rng, image.shape, p)
+    """One random augmentation of a 2D (image, labels, weights) triple of equal shape (the image may have a
+    leading channel axis)."""
+    coords = sample_coordinates(rng, labels.shape, p)
     if coords is not None:
         image, labels, weights = resample(coords, image, labels, weights)
     return gray_values(rng, image, p), labels, weights

@@ -18,7 +18,7 @@ def activation_bytes(model: nn.Module, input_sizes: Sequence[int], batch: int, b
     for level in range(cfg.levels):
         voxels = math.prod(-(-n // f**level) for n, f in zip(input_sizes, cfg.pool_factors, strict=True))
         values += cfg.live_channels(level) * voxels
-    values += (cfg.in_channels + 3 * cfg.classes) * math.prod(input_sizes)  # input, logits, probabilities, sum
+    values += (cfg.input_channels + 3 * cfg.classes) * math.prod(input_sizes)  # input, logits, probabilities, sum
     return batch * values * bytes_per_value
 
 

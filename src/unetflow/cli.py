@@ -52,14 +52,21 @@ def cmd_figure_weights(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from unetflow.train import TrainSettings, fingerprint, load_slices, load_validation, train
+    from unetflow.train import TrainSettings, fingerprint, train
+    from unetflow.training_data import load_slices, load_validation
 
     if len(a.images) != len(a.labels) or (a.weights and len(a.weights) != len(a.labels)):
         raise ValueError("--images, --labels (and --weights) need the same number of paths")
     if len(a.val_images) != len(a.val_labels):
         raise ValueError("--val-images and --val-labels need the same number of paths")
     settings = TrainSettings.from_dict(a.settings)
-    data = load_slices(a.images, a.labels, a.weights, dims=int(a.model.get("dims") or 2))
+    data = load_slices(
+        a.images,
+        a.labels,
+        a.weights,
+        dims=int(a.model.get("dims") or 2),
+        slice_context=int(a.model.get("slice_context") or 0),
+    )
     validation = load_validation(a.val_images, a.val_labels)
     run_id = fingerprint(a.model, settings, a.images + a.labels + (a.weights or []))
     train(a.model, settings, data, validation, a.out, a.device, a.threads, run_id)

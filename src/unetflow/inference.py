@@ -68,12 +68,18 @@ class BlockPlan:
     blocks: list[Block]
     crop: tuple[int, ...]  # per model axis: where the block's output starts in the model's output
     model_dims: int
+    slice_context: int = 0  # 2D models: neighbouring slices on each side stacked as input channels
 
 
 def plan_blocks(
-    shape: Sequence[int], block_shape: Sequence[int], geometries: Sequence[Geometry], model_dims: int
+    shape: Sequence[int],
+    block_shape: Sequence[int],
+    geometries: Sequence[Geometry],
+    model_dims: int,
+    slice_context: int = 0,
 ) -> BlockPlan:
-    """Blocks over a zyx volume; a 2D model gets context in y and x only, a 3D model in all three axes.
+    """Blocks over a zyx volume; a 2D model gets context in y and x (and `slice_context` slices on each side in
+    z, for 2.5D input), a 3D model in all three axes.
 
     Block sizes along model axes must be multiples of the pooling step so that every tile sits on the same
     pooling grid as a whole-volume pass.
@@ -98,16 +104,24 @@ def plan_blocks(
             reads.append(read)
             crops.append(crop)
         else:
-            context.append(0)
-            reads.append(b)
-    return BlockPlan(block_grid(shape, block_shape, context, reads), tuple(crops), model_dims)
+            context.append(slice_context)
+            reads.append(b + 2 * slice_context)
+    return BlockPlan(block_grid(shape, block_shape, context, reads), tuple(crops), model_dims, slice_context)
+
+
+def slice_stacks(volume: np.ndarray, context: int) -> np.ndarray:
+    """(z - 2 context, 2 context + 1, y, x): each slice between its `context` neighbours on either side."""
+    if context == 0:
+        return volume[:, None]
+    windows = np.lib.stride_tricks.sliding_window_view(volume, 2 * context + 1, axis=0)  # (n, y, x, window)
+    return np.moveaxis(windows, -1, 1).copy()  # a writable copy: the window view is read-only
 
 
 def infer_block(inferer: TileInferer, source, block: Block, plan: BlockPlan, stats: IntensityStats) -> np.ndarray:
     """Class probabilities (classes, *write region shape) of one block of a zyx `source`."""
     data = stats.normalize(read_mirrored(source, block.read))
     if plan.model_dims == 2:
-        probs = inferer(data[:, None])  # slices as a batch: (z, classes, y, x)
+        probs = inferer(slice_stacks(data, plan.slice_context))  # slices as a batch: (z, classes, y, x)
         probs = np.moveaxis(probs, 1, 0)
     else:
         probs = inferer(data[None, None])[0]
@@ -126,7 +140,7 @@ def predict_array(inferer: TileInferer, volume: np.ndarray, stats: IntensityStat
     """Probabilities (classes, z, y, x) of an in-memory zyx volume, tiled like a large one."""
     sizes = [max(g.step, block_size // g.step * g.step) for g in inferer.geometries]
     block = (1, *sizes) if inferer.dims == 2 else tuple(sizes)
-    plan = plan_blocks(volume.shape, block, inferer.geometries, inferer.dims)
+    plan = plan_blocks(volume.shape, block, inferer.geometries, inferer.dims, inferer.model.config.slice_context)
     out = np.zeros((inferer.model.config.classes, *volume.shape), np.float32)
     for b in plan.blocks:
         out[(slice(None), *b.write)] = infer_block(inferer, volume, b, plan, stats)

@@ -116,7 +116,7 @@ def _worker(job: PredictJob) -> _Worker:
             device = select_device(_device_name(job))
             model, _ = load_model(job.model, device)
             image = as_zyx(open_image(job.source))
-            plan = plan_blocks(image.shape, job.block, model.geometries, model.config.dims)
+            plan = plan_blocks(image.shape, job.block, model.geometries, model.config.dims, model.config.slice_context)
             target = zarr.open_group(str(job.store), mode="r+")["0"]
             _workers[job] = _Worker(
                 TileInferer(model, device, job.batch_size, job.precision, job.tta),
@@ -268,7 +268,8 @@ def resolve_job(
         block = tuple(c if b <= 0 else b for b, c in zip(block, chosen, strict=True))
     # A 2D model's z block never needs to exceed the volume.
     block = tuple(min(b, s) if a < 3 - dims else b for a, (b, s) in enumerate(zip(block, image.shape, strict=True)))
-    plan = plan_blocks(image.shape, block, model.geometries, dims)  # refuses blocks off the pooling grid
+    # refuses blocks off the pooling grid
+    plan = plan_blocks(image.shape, block, model.geometries, dims, model.config.slice_context)
     return replace(job, block=block, precision=precision), image, model, plan, device
 
 

@@ -1,9 +1,9 @@
 """Train a U-Net on labelled slices with the weighted pixel-wise cross-entropy.
 
-Tiles are sampled at random positions (mirror-extended at slice borders), augmented in DataLoader workers and
-cropped to the model's valid output. Every `checkpoint_every` iterations, and on SIGTERM, the full training
-state is saved, so re-running a killed job resumes and ends at the same iteration count. Validation on
-whole held-out slices records pixel and Rand error in `train_log.csv`; the best model is `model.pt`.
+Random augmented tiles (`unetflow.training_data`) are drawn in DataLoader workers. Every `checkpoint_every`
+iterations, and on SIGTERM, the full training state is saved, so re-running a killed job resumes and ends at
+the same iteration count. Validation on whole held-out slices records pixel and Rand error in `train_log.csv`;
+the best model (or the best weight average, with `ema`) is `model.pt`.
 """
 
 from __future__ import annotations
@@ -19,20 +19,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from unetflow.augment import AugmentParams, augment, augment_volume
+from unetflow.augment import AugmentParams
 from unetflow.averaging import WeightAverage
 from unetflow.inference import TileInferer, predict_array
-from unetflow.intensity import IntensityStats, image_stats
-from unetflow.labels import cell_mask, instance_labels
+from unetflow.intensity import IntensityStats
+from unetflow.labels import instance_labels
 from unetflow.losses import segmentation_loss
 from unetflow.metrics import pixel_error, rand_error
 from unetflow.models import build_model
 from unetflow.models.checkpoint import load_checkpoint, save_checkpoint
 from unetflow.runtime import PRECISIONS, autocast, memory_format, resolve_precision, select_device, set_threads
-from unetflow.store import open_image
+from unetflow.training_data import Slices, TileSampler
 
 LOG_FIELDS = [
     "iteration",
@@ -87,82 +87,6 @@ class TrainSettings:
         if s.iterations < 1 or s.batch_size < 1 or s.tile < 1:
             raise ValueError("train.iterations, train.batch_size and train.tile must be >= 1")
         return s
-
-
-@dataclass
-class Slices:
-    """Labelled training data in memory: normalized images, cell masks (0/1) and weight maps; 2D slices
-    for 2D models, whole 3D volumes for 3D models."""
-
-    images: list[np.ndarray]
-    targets: list[np.ndarray]
-    weights: list[np.ndarray]
-
-
-def load_slices(
-    image_paths: list[str], label_paths: list[str], weight_paths: list[str] | None, dims: int = 2
-) -> Slices:
-    """Read labelled stacks (as slices for dims=2, volumes for dims=3); weights default to 1 where not given."""
-    out = Slices([], [], [])
-    for k, (ip, lp) in enumerate(zip(image_paths, label_paths, strict=True)):
-        image, labels = open_image(ip), open_image(lp)
-        if image.shape != labels.shape:
-            raise ValueError(f"{ip} has shape {image.shape} but {lp} has {labels.shape}")
-        convention = labels.attrs.get("label_convention")
-        if convention is None:
-            raise ValueError(f"{lp}: no label convention recorded; run `unetflow ingest --kind labels`")
-        weights = open_image(weight_paths[k]) if weight_paths else None
-        if weights is not None and weights.shape != labels.shape:
-            raise ValueError(f"{weight_paths[k]} has shape {weights.shape}, labels {labels.shape}")
-        stats = image_stats(image)
-        if dims == 3:
-            out.images.append(stats.normalize(image.array[:]))
-            out.targets.append(cell_mask(labels.array[:], convention).astype(np.uint8))
-            w = np.asarray(weights.array[:], np.float32) if weights is not None else None
-            out.weights.append(w if w is not None else np.ones(out.targets[-1].shape, np.float32))
-            continue
-        for z in range(image.shape[0]):
-            out.images.append(stats.normalize(image.array[z]))
-            out.targets.append(cell_mask(labels.array[z], convention).astype(np.uint8))
-            w = np.asarray(weights.array[z], np.float32) if weights is not None else None
-            out.weights.append(w if w is not None else np.ones(out.targets[-1].shape, np.float32))
-    if not out.images:
-        raise ValueError("no training slices found")
-    return out
-
-
-class TileSampler(Dataset):
-    """Random training tiles (2D from slices, 3D from volumes) mirror-extended at the borders, augmented, with
-    labels and weights cropped to the model's output. Sample i is a deterministic function of (seed, i):
-    resuming at iteration k replays the same tiles."""
-
-    def __init__(self, data: Slices, input_sizes, output_sizes, settings: TrainSettings, length: int):
-        self.data, self.n, self.out = data, tuple(input_sizes), tuple(output_sizes)
-        self.settings, self.length = settings, length
-        self.pads = [n // 2 + 1 for n in self.n]
-        widths = [(p, p) for p in self.pads]
-        self.padded = [
-            tuple(np.pad(a, widths, mode="reflect") for a in triple)
-            for triple in zip(data.images, data.targets, data.weights, strict=True)
-        ]
-        self.augment = augment if len(self.n) == 2 else augment_volume
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.settings.seed, i])
-        k = int(rng.integers(len(self.padded)))
-        shape = self.data.images[k].shape
-        starts = [int(rng.integers(s)) + p - n // 2 for s, p, n in zip(shape, self.pads, self.n, strict=True)]
-        window = tuple(slice(a, a + n) for a, n in zip(starts, self.n, strict=True))
-        img, tgt, wgt = self.augment(rng, *(a[window] for a in self.padded[k]), self.settings.augment)
-        crop = tuple(slice((n - o) // 2, (n - o) // 2 + o) for n, o in zip(self.n, self.out, strict=True))
-        return (
-            torch.from_numpy(np.ascontiguousarray(img[None])),
-            torch.from_numpy(np.ascontiguousarray(tgt[crop]).astype(np.int64)),
-            torch.from_numpy(np.ascontiguousarray(wgt[crop])),
-        )
 
 
 def validate(
@@ -257,8 +181,15 @@ def train(
     model = build_model(model_settings)
     inputs = [g.input_size(settings.tile) for g in model.geometries]
     outputs = [g.output_size(n) if g.padding == "valid" else n for g, n in zip(model.geometries, inputs, strict=True)]
-    if {a.ndim for a in train_data.images} != {model.config.dims}:
+    if {a.ndim for a in train_data.targets} != {model.config.dims}:
         raise ValueError(f"a {model.config.dims}D model needs {model.config.dims}D training data")
+    channels = {a.shape[0] if a.ndim > model.config.dims else 1 for a in train_data.images}
+    if channels != {model.config.input_channels}:
+        raise ValueError(
+            f"the model takes {model.config.input_channels} input channels (model.slice_context "
+            f"{model.config.slice_context}) but the training images have {sorted(channels)}: load them with "
+            "load_slices(..., slice_context=model.slice_context)"
+        )
     layout = memory_format(device, model.config.dims, training=True)
     model = model.to(device).to(memory_format=layout)
     optimizer = _optimizer(model, settings)
@@ -376,14 +307,3 @@ def train(
         writer.writerows(log_rows)
     log_tmp.replace(out_dir / "train_log.csv")
     return out_dir / "model.pt"
-
-
-def load_validation(image_paths: list[str], label_paths: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Held-out stacks as (normalized image volume, cell mask volume) pairs."""
-    volumes = []
-    for ip, lp in zip(image_paths, label_paths, strict=True):
-        image, labels = open_image(ip), open_image(lp)
-        stats = image_stats(image)
-        convention = labels.attrs.get("label_convention", "binary255")
-        volumes.append((stats.normalize(image.array[:]), cell_mask(labels.array[:], convention)))
-    return volumes

@@ -26,6 +26,7 @@ class ModelConfig:
     norm: str = "none"
     dropout: float = 0.5
     dims: int = 2
+    slice_context: int = 0
 
     def __post_init__(self) -> None:
         if self.padding not in self.paddings:
@@ -36,6 +37,17 @@ class ModelConfig:
             raise ValueError(f"model.dims must be 2 or 3, got {self.dims!r}")
         if self.levels < 2:
             raise ValueError(f"model.levels must be >= 2, got {self.levels}")
+        if self.slice_context < 0 or (self.slice_context and self.dims != 2):
+            raise ValueError(
+                f"model.slice_context (neighbouring slices on each side given to a 2D model) must be >= 0 and is "
+                f"for dims 2 only; got {self.slice_context} with dims {self.dims}"
+            )
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the first layer: each of the 2 * slice_context + 1 slices brings in_channels (2.5D input:
+        a membrane faint in one section is often clear in its neighbours)."""
+        return self.in_channels * (2 * self.slice_context + 1)
 
     @property
     def widths(self) -> list[int]:

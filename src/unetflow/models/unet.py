@@ -47,7 +47,7 @@ class UNet(SegmentationNet):
         c, d = config, config.dims
         widths = c.widths
         self.encoders = nn.ModuleList()
-        cin = c.in_channels
+        cin = c.input_channels
         for w in widths:
             self.encoders.append(ConvBlock(d, cin, w, c.padding, c.norm))
             cin = w

@@ -50,7 +50,7 @@ class UNet3Plus(SegmentationNet):
         self.pool = pool_cls(d)(2)
         self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
         self.encoders = nn.ModuleList(
-            ConvBlock(d, c.in_channels if i == 0 else w[i - 1], w[i], "same", c.norm) for i in range(c.levels)
+            ConvBlock(d, c.input_channels if i == 0 else w[i - 1], w[i], "same", c.norm) for i in range(c.levels)
         )
         # branches[i][k]: the 3x3 conv that brings level k's features to decoder level i.
         self.branches = nn.ModuleList()

@@ -41,7 +41,7 @@ class UNetPlusPlus(SegmentationNet):
         self.nodes = nn.ModuleDict()
         self.ups = nn.ModuleDict()
         for i in range(c.levels):
-            self.nodes[f"{i}_0"] = ConvBlock(d, c.in_channels if i == 0 else w[i - 1], w[i], c.padding, c.norm)
+            self.nodes[f"{i}_0"] = ConvBlock(d, c.input_channels if i == 0 else w[i - 1], w[i], c.padding, c.norm)
         for j in range(1, c.levels):
             for i in range(c.levels - j):
                 self.ups[f"{i}_{j}"] = up_cls(d)(w[i + 1], w[i], 2, stride=2)

@@ -1,0 +1,122 @@
+"""Labelled data for training in memory, and the random tiles drawn from it.
+
+Tiles are sampled at random positions (mirror-extended at slice borders), augmented (in DataLoader workers)
+and cropped to the model's valid output. Sample i is a deterministic function of (seed, i), so a resumed run
+replays the same tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from unetflow.augment import augment, augment_volume
+from unetflow.blocks import mirror_indices
+from unetflow.intensity import image_stats
+from unetflow.labels import cell_mask
+from unetflow.store import open_image
+
+if TYPE_CHECKING:
+    from unetflow.train import TrainSettings
+
+
+@dataclass
+class Slices:
+    """Labelled training data in memory: normalized images, cell masks (0/1) and weight maps; 2D slices
+    for 2D models (images as (2k + 1, y, x) stacks of each slice and its neighbours for 2.5D input with
+    slice context k), whole 3D volumes for 3D models."""
+
+    images: list[np.ndarray]
+    targets: list[np.ndarray]
+    weights: list[np.ndarray]
+
+
+def load_slices(
+    image_paths: list[str],
+    label_paths: list[str],
+    weight_paths: list[str] | None,
+    dims: int = 2,
+    slice_context: int = 0,
+) -> Slices:
+    """Read labelled stacks (as slices for dims=2, volumes for dims=3); weights default to 1 where not given.
+    With `slice_context` k each slice comes with k neighbours on either side, mirrored at the stack's ends (as
+    inference does), so no slice outside a dataset's z range is ever read."""
+    out = Slices([], [], [])
+    for k, (ip, lp) in enumerate(zip(image_paths, label_paths, strict=True)):
+        image, labels = open_image(ip), open_image(lp)
+        if image.shape != labels.shape:
+            raise ValueError(f"{ip} has shape {image.shape} but {lp} has {labels.shape}")
+        convention = labels.attrs.get("label_convention")
+        if convention is None:
+            raise ValueError(f"{lp}: no label convention recorded; run `unetflow ingest --kind labels`")
+        weights = open_image(weight_paths[k]) if weight_paths else None
+        if weights is not None and weights.shape != labels.shape:
+            raise ValueError(f"{weight_paths[k]} has shape {weights.shape}, labels {labels.shape}")
+        stats = image_stats(image)
+        if dims == 3:
+            out.images.append(stats.normalize(image.array[:]))
+            out.targets.append(cell_mask(labels.array[:], convention).astype(np.uint8))
+            w = np.asarray(weights.array[:], np.float32) if weights is not None else None
+            out.weights.append(w if w is not None else np.ones(out.targets[-1].shape, np.float32))
+            continue
+        volume = stats.normalize(image.array[:]) if slice_context else None
+        for z in range(image.shape[0]):
+            if volume is None:
+                out.images.append(stats.normalize(image.array[z]))
+            else:
+                out.images.append(volume[mirror_indices(z - slice_context, z + slice_context + 1, len(volume))])
+            out.targets.append(cell_mask(labels.array[z], convention).astype(np.uint8))
+            w = np.asarray(weights.array[z], np.float32) if weights is not None else None
+            out.weights.append(w if w is not None else np.ones(out.targets[-1].shape, np.float32))
+    if not out.images:
+        raise ValueError("no training slices found")
+    return out
+
+
+class TileSampler(Dataset):
+    """Random training tiles (2D from slices, 3D from volumes) mirror-extended at the borders, augmented, with
+    labels and weights cropped to the model's output. Sample i is a deterministic function of (seed, i):
+    resuming at iteration k replays the same tiles."""
+
+    def __init__(self, data: Slices, input_sizes, output_sizes, settings: TrainSettings, length: int):
+        self.data, self.n, self.out = data, tuple(input_sizes), tuple(output_sizes)
+        self.settings, self.length = settings, length
+        self.pads = [n // 2 + 1 for n in self.n]
+        widths = [(p, p) for p in self.pads]
+        self.padded = [
+            tuple(np.pad(a, [(0, 0)] * (a.ndim - len(widths)) + widths, mode="reflect") for a in triple)
+            for triple in zip(data.images, data.targets, data.weights, strict=True)
+        ]
+        self.augment = augment if len(self.n) == 2 else augment_volume
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.settings.seed, i])
+        k = int(rng.integers(len(self.padded)))
+        shape = self.data.targets[k].shape
+        starts = [int(rng.integers(s)) + p - n // 2 for s, p, n in zip(shape, self.pads, self.n, strict=True)]
+        window = (Ellipsis, *(slice(a, a + n) for a, n in zip(starts, self.n, strict=True)))
+        img, tgt, wgt = self.augment(rng, *(a[window] for a in self.padded[k]), self.settings.augment)
+        crop = tuple(slice((n - o) // 2, (n - o) // 2 + o) for n, o in zip(self.n, self.out, strict=True))
+        return (
+            torch.from_numpy(np.ascontiguousarray(img if img.ndim > len(self.n) else img[None])),
+            torch.from_numpy(np.ascontiguousarray(tgt[crop]).astype(np.int64)),
+            torch.from_numpy(np.ascontiguousarray(wgt[crop])),
+        )
+
+
+def load_validation(image_paths: list[str], label_paths: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Held-out stacks as (normalized image volume, cell mask volume) pairs."""
+    volumes = []
+    for ip, lp in zip(image_paths, label_paths, strict=True):
+        image, labels = open_image(ip), open_image(lp)
+        stats = image_stats(image)
+        convention = labels.attrs.get("label_convention", "binary255")
+        volumes.append((stats.normalize(image.array[:]), cell_mask(labels.array[:], convention)))
+    return volumes
