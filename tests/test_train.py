@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from unetflow import train as train_module
+from unetflow.augment import AugmentParams
 from unetflow.models.checkpoint import load_checkpoint, load_model
 from unetflow.train import Interrupted, TrainSettings, fingerprint, train
 from unetflow.training_data import TileSampler, load_slices, load_validation
@@ -226,8 +227,8 @@ def test_slice_context_training_reads_neighbours_within_the_stack(ingested, tmp_
     for z, neighbours in ((0, (1, 0, 1)), (1, (0, 1, 2)), (n - 1, (n - 2, n - 1, n - 2))):
         for channel, source in enumerate(neighbours):
             np.testing.assert_array_equal(stacked.images[z][channel], plain.images[source])
-    fixed = settings(augment={"flip": False, "rotate": False, "elastic_sigma": 0, "contrast": 0, "brightness": 0})
-    sampler = TileSampler(stacked, (24, 24), (8, 8), fixed, 4)
+    fixed = AugmentParams(flip=False, rotate=False, elastic_sigma=0, contrast=0, brightness=0)
+    sampler = TileSampler(stacked, (24, 24), (8, 8), fixed, 0, 4)
     image, target, weight = sampler[0]
     assert image.shape == (3, 24, 24) and target.shape == (8, 8) and weight.shape == (8, 8)
 

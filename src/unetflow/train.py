@@ -212,7 +212,7 @@ def train(
             if average is not None:
                 average.load_state_dict(state["average"])
     length = settings.iterations * settings.batch_size
-    sampler = TileSampler(train_data, inputs, outputs, settings, length)
+    sampler = TileSampler(train_data, inputs, outputs, settings.augment, settings.seed, length)
     indices = range(start * settings.batch_size, settings.iterations * settings.batch_size)
     loader = DataLoader(
         torch.utils.data.Subset(sampler, list(indices)),

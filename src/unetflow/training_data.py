@@ -8,20 +8,16 @@ replays the same tiles.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from unetflow.augment import augment, augment_volume
+from unetflow.augment import AugmentParams, augment, augment_volume
 from unetflow.blocks import mirror_indices
 from unetflow.intensity import image_stats
 from unetflow.labels import cell_mask
 from unetflow.store import open_image
-
-if TYPE_CHECKING:
-    from unetflow.train import TrainSettings
 
 
 @dataclass
@@ -82,9 +78,9 @@ class TileSampler(Dataset):
     labels and weights cropped to the model's output. Sample i is a deterministic function of (seed, i):
     resuming at iteration k replays the same tiles."""
 
-    def __init__(self, data: Slices, input_sizes, output_sizes, settings: TrainSettings, length: int):
+    def __init__(self, data: Slices, input_sizes, output_sizes, params: AugmentParams, seed: int, length: int) -> None:
         self.data, self.n, self.out = data, tuple(input_sizes), tuple(output_sizes)
-        self.settings, self.length = settings, length
+        self.params, self.seed, self.length = params, seed, length
         self.pads = [n // 2 + 1 for n in self.n]
         widths = [(p, p) for p in self.pads]
         self.padded = [
@@ -97,12 +93,12 @@ class TileSampler(Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.settings.seed, i])
+        rng = np.random.default_rng([self.seed, i])
         k = int(rng.integers(len(self.padded)))
         shape = self.data.targets[k].shape
         starts = [int(rng.integers(s)) + p - n // 2 for s, p, n in zip(shape, self.pads, self.n, strict=True)]
         window = (Ellipsis, *(slice(a, a + n) for a, n in zip(starts, self.n, strict=True)))
-        img, tgt, wgt = self.augment(rng, *(a[window] for a in self.padded[k]), self.settings.augment)
+        img, tgt, wgt = self.augment(rng, *(a[window] for a in self.padded[k]), self.params)
         crop = tuple(slice((n - o) // 2, (n - o) // 2 + o) for n, o in zip(self.n, self.out, strict=True))
         return (
             torch.from_numpy(np.ascontiguousarray(img if img.ndim > len(self.n) else img[None])),
