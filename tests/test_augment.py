@@ -1,4 +1,6 @@
 import numpy as np
+import pytest
+from scipy import ndimage
 
 from unetflow.augment import AugmentParams, augment, elastic_displacement
 
@@ -37,6 +39,16 @@ def test_elastic_displacement_statistics():
     rng = np.random.default_rng(0)
     stds = [elastic_displacement(rng, (64, 64), 10.0, 3).std() for _ in range(200)]
     assert 7 < np.mean(stds) < 13
+
+
+@pytest.mark.parametrize(("shape", "grid"), [((380, 380), 3), ((64, 97), 3), ((12, 40, 33), 3), ((50, 50), 5)])
+def test_elastic_displacement_is_the_cubic_zoom_of_its_coarse_grid(shape, grid):
+    field = elastic_displacement(np.random.default_rng(4), shape, 10.0, grid, components=2)
+    coarse = np.random.default_rng(4).normal(0.0, 10.0, (2, *(grid,) * len(shape)))
+    zoom = tuple(s / grid for s in shape)
+    for k in range(2):
+        reference = ndimage.zoom(coarse[k], zoom, order=3, mode="nearest", grid_mode=True)
+        np.testing.assert_allclose(field[k], reference, rtol=0, atol=1e-9)
 
 
 def test_volume_augmentation_is_consistent():

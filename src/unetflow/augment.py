@@ -11,6 +11,7 @@ random generator: reproducible per sample.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,17 +28,27 @@ class AugmentParams:
     brightness: float = 0.1
 
 
+@functools.lru_cache(maxsize=64)
+def cubic_upsampling(size: int, grid: int) -> np.ndarray:
+    """(size, grid) weights of cubic-spline interpolation from `grid` points to `size` pixels along one axis, as
+    `ndimage.zoom(order=3, mode="nearest", grid_mode=True)` computes them."""
+    columns = [ndimage.zoom(unit, size / grid, order=3, mode="nearest", grid_mode=True) for unit in np.eye(grid)]
+    return np.stack(columns, axis=1)
+
+
 def elastic_displacement(
     rng: np.random.Generator, shape: tuple[int, ...], sigma: float, grid: int, components: int = 2
 ) -> np.ndarray:
     """(components, *shape) displacement field: a Gaussian field on a coarse grid (grid points per axis),
-    interpolated (bi/tri)cubically to full size."""
+    interpolated (bi/tri)cubically to full size. Spline interpolation is separable, so the field is the coarse
+    grid multiplied by one small weight matrix per axis: the same numbers as `ndimage.zoom`, several times faster."""
     coarse = rng.normal(0.0, sigma, (components, *(grid,) * len(shape)))
-    zoom = tuple(s / grid for s in shape)
-    out = np.empty((components, *shape))
-    for k in range(components):
-        out[k] = ndimage.zoom(coarse[k], zoom, order=3, mode="nearest", grid_mode=True)
-    return out
+    if len(shape) == 2:  # one batched matrix product per component: the common case, kept fast
+        return cubic_upsampling(shape[0], grid) @ coarse @ cubic_upsampling(shape[1], grid).T
+    field = coarse
+    for size in shape:  # each contraction consumes the first coarse axis and appends the full-size one
+        field = np.tensordot(field, cubic_upsampling(size, grid), axes=([1], [1]))
+    return field
 
 
 def sample_coordinates(rng: np.random.Generator, shape: tuple[int, int], p: AugmentParams) -> np.ndarray | None:
