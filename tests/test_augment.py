@@ -100,3 +100,25 @@ def test_slice_stacks_are_warped_alike():
     plain = augment(np.random.default_rng(9), stack, labels, weights, without_gray)[0]
     np.testing.assert_allclose(plain[1], 2 * plain[0], atol=1e-5)
     np.testing.assert_allclose(plain[2], -plain[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(60, 45), (8, 30, 27)])
+def test_resampling_matches_scipy_mirrored_interpolation(shape):
+    from unetflow.augment import resample
+
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(2, *shape)).astype(np.float32)
+    labels = rng.integers(0, 200, shape).astype(np.uint8)
+    weights = rng.random(shape).astype(np.float32)
+    # coordinates well outside the array on every side: the mirror is exercised, more than once per axis
+    coords = np.stack([rng.uniform(-1.5 * n, 2.5 * n, shape) for n in shape])
+    sampled, nearest, sampled_weights = resample(coords, image, labels, weights)
+    assert sampled.shape == image.shape and nearest.dtype == labels.dtype
+    for channel in range(2):
+        expected = ndimage.map_coordinates(image[channel], coords, order=1, mode="mirror")
+        np.testing.assert_allclose(sampled[channel], expected, atol=2e-4)
+    np.testing.assert_allclose(
+        sampled_weights, ndimage.map_coordinates(weights, coords, order=1, mode="mirror"), atol=2e-4
+    )
+    # nearest neighbour may round a coordinate that lies within float32 precision of a half pixel the other way
+    assert np.mean(nearest != ndimage.map_coordinates(labels, coords, order=0, mode="mirror")) < 1e-3
