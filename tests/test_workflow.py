@@ -38,9 +38,10 @@ TINY = {
         "validation": ["tiny_validation"],
         "predict": ["tiny_validation", "tiny_volume"],
     },
-    "model": {"base_width": 4, "levels": 3},
+    "model": {"base_width": 4, "levels": 3, "slice_context": 1},
     "train": {
         "iterations": 8,
+        "ema": 0.9,
         "tile": 36,
         "optimizer": "adam",
         "lr": 0.001,
@@ -129,6 +130,13 @@ def test_changed_setting_reruns_only_what_it_touches(pipeline):
     run = snakemake(pipeline, "--configfile", "changed.yaml", "-n", "--quiet", "rules")
     assert run.returncode == 0, run.stderr[-3000:]
     assert planned_jobs(run.stdout + run.stderr) == {"segment": 2, "evaluate": 1, "report": 1, "all": 1}
+    retrained = yaml.safe_load((pipeline / "tiny.yaml").read_text())
+    retrained["train"]["ema"] = 0.5
+    (pipeline / "retrained.yaml").write_text(yaml.safe_dump(retrained))
+    run = snakemake(pipeline, "--configfile", "retrained.yaml", "-n", "--quiet", "rules")
+    assert run.returncode == 0, run.stderr[-3000:]
+    expected = {"train": 1, "predict": 2, "segment": 2, "evaluate": 1, "report": 1, "all": 1}
+    assert planned_jobs(run.stdout + run.stderr) == expected
 
 
 def test_sharded_prediction_scatters_gathers_and_matches(pipeline, tmp_path):
