@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from unetflow.augment import AugmentParams, augment, gray_values
+from unetflow.augment import AugmentParams, augment, gray_values, sample_coordinates
 
 
 def scipy_augment(rng, image, labels, weights, p: AugmentParams):
-    """The reference: the same transform drawn from the same generator, computed with scipy alone."""
+    """The reference: the same transform from the same generator; displacement field and resampling by scipy."""
     h, w = labels.shape
-    cy, cx = (h - 1) / 2, (w - 1) / 2
-    yy, xx = np.meshgrid(np.arange(h, dtype=float) - cy, np.arange(w, dtype=float) - cx, indexing="ij")
-    if p.flip and rng.random() < 0.5:
-        xx = -xx
-    if p.rotate:
-        t = rng.uniform(0, 2 * np.pi)
-        yy, xx = np.cos(t) * yy - np.sin(t) * xx, np.sin(t) * yy + np.cos(t) * xx
-    coords = np.stack([yy + cy, xx + cx])
+    coords = sample_coordinates(rng, (h, w), replace(p, elastic_sigma=0.0))  # flip and rotation only
     coarse = rng.normal(0.0, p.elastic_sigma, (2, p.elastic_grid, p.elastic_grid))
     zoom = (h / p.elastic_grid, w / p.elastic_grid)
     coords += np.stack([ndimage.zoom(c, zoom, order=3, mode="nearest", grid_mode=True) for c in coarse])

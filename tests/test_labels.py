@@ -45,3 +45,13 @@ def test_instances_from_binary_are_4_connected():
     assert instance_labels(labels, BINARY_255, 8).max() == 1
     with pytest.raises(ValueError, match="connectivity"):
         instance_labels(labels, BINARY_255, 6)
+
+
+def test_recorded_convention_names_the_store():
+    from unetflow.labels import recorded_convention
+
+    assert recorded_convention({"label_convention": "binary01"}, "a.zarr") == "binary01"
+    with pytest.raises(ValueError, match=r"a\.zarr: no label convention recorded; run `unetflow ingest --kind labels`"):
+        recorded_convention({}, "a.zarr")
+    with pytest.raises(ValueError, match=r"b\.zarr: unknown label convention 'rgb'"):
+        recorded_convention({"label_convention": "rgb"}, "b.zarr")

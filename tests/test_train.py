@@ -240,3 +240,9 @@ def test_slice_context_training_reads_neighbours_within_the_stack(ingested, tmp_
     assert 0 <= float(rows[-1]["val_rand_error"]) <= 1
     with pytest.raises(ValueError, match="slice_context"):
         train(model, settings(iterations=1), plain, [], tmp_path / "mismatch", "cpu", 1)
+
+
+def test_validation_labels_without_a_recorded_convention_are_refused(ingested):
+    images, _ = ingested
+    with pytest.raises(ValueError, match="no label convention recorded"):
+        load_validation([str(images)], [str(images)])  # an image store given as labels

@@ -33,11 +33,11 @@ class WeightAverage:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         weight = 1.0 - self.current_decay()
-        averaged, current = self.model.state_dict(), model.state_dict()
-        floats = [k for k, v in averaged.items() if v.is_floating_point()]
-        torch._foreach_lerp_([averaged[k] for k in floats], [current[k].detach() for k in floats], weight)
-        for k, v in averaged.items():
-            if not v.is_floating_point():  # counters such as batch norm's num_batches_tracked
+        current = model.state_dict()
+        for k, v in self.model.state_dict().items():
+            if v.is_floating_point():
+                v.lerp_(current[k], weight)
+            else:  # counters such as batch norm's num_batches_tracked
                 v.copy_(current[k])
 
     def state_dict(self) -> dict:

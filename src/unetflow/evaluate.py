@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unetflow.labels import cell_mask, instance_labels
+from unetflow.labels import cell_mask, instance_labels, recorded_convention
 from unetflow.metrics import slice_metrics
 from unetflow.store import open_image
 
@@ -18,9 +18,7 @@ def evaluate_volume(
     seg, gt = open_image(segmentation), open_image(truth)
     if seg.shape != gt.shape:
         raise ValueError(f"{segmentation} has shape {seg.shape} but ground truth {truth} has {gt.shape}")
-    convention = gt.attrs.get("label_convention")
-    if convention is None:
-        raise ValueError(f"{truth}: no label convention recorded; run `unetflow ingest --kind labels`")
+    convention = recorded_convention(gt.attrs, truth)
     rows = []
     for z in range(seg.shape[0]):
         segments = np.asarray(seg.array[z])

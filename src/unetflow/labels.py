@@ -7,7 +7,9 @@ the values found, so a mislabelled file fails at ingest rather than as a silentl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -68,6 +70,16 @@ def survey(labels: np.ndarray) -> LabelSurvey:
     s = LabelSurvey()
     s.add(np.asarray(labels))
     return s
+
+
+def recorded_convention(attrs: Mapping[str, Any], path: object) -> str:
+    """The label convention that ingest recorded in a label store's attributes; an error naming the store otherwise."""
+    convention = attrs.get("label_convention")
+    if convention is None:
+        raise ValueError(f"{path}: no label convention recorded; run `unetflow ingest --kind labels`")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"{path}: unknown label convention {convention!r}; expected one of {CONVENTIONS}")
+    return convention
 
 
 def cell_mask(labels: np.ndarray, convention: str) -> np.ndarray:

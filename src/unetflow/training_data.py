@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from unetflow.augment import AugmentParams, augment, augment_volume
 from unetflow.blocks import mirror_indices
 from unetflow.intensity import image_stats
-from unetflow.labels import cell_mask
+from unetflow.labels import cell_mask, recorded_convention
 from unetflow.store import open_image
 
 
@@ -46,9 +46,7 @@ def load_slices(
         image, labels = open_image(ip), open_image(lp)
         if image.shape != labels.shape:
             raise ValueError(f"{ip} has shape {image.shape} but {lp} has {labels.shape}")
-        convention = labels.attrs.get("label_convention")
-        if convention is None:
-            raise ValueError(f"{lp}: no label convention recorded; run `unetflow ingest --kind labels`")
+        convention = recorded_convention(labels.attrs, lp)
         weights = open_image(weight_paths[k]) if weight_paths else None
         if weights is not None and weights.shape != labels.shape:
             raise ValueError(f"{weight_paths[k]} has shape {weights.shape}, labels {labels.shape}")
@@ -113,6 +111,6 @@ def load_validation(image_paths: list[str], label_paths: list[str]) -> list[tupl
     for ip, lp in zip(image_paths, label_paths, strict=True):
         image, labels = open_image(ip), open_image(lp)
         stats = image_stats(image)
-        convention = labels.attrs.get("label_convention", "binary255")
+        convention = recorded_convention(labels.attrs, lp)
         volumes.append((stats.normalize(image.array[:]), cell_mask(labels.array[:], convention)))
     return volumes

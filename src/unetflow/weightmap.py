@@ -30,7 +30,7 @@ from dask.array import overlap
 
 from unetflow.components import label as label_chunked
 from unetflow.distance import two_nearest
-from unetflow.labels import INSTANCES, cell_mask, connectivity_structure, instance_labels
+from unetflow.labels import INSTANCES, cell_mask, connectivity_structure, instance_labels, recorded_convention
 from unetflow.store import atomic_output, create_image, open_image, set_attrs
 
 
@@ -144,9 +144,7 @@ def compute_weights(
     the whole-array computation while memory stays bounded by the chunk size.
     """
     image = open_image(labels_path)
-    convention = image.attrs.get("label_convention")
-    if convention is None:
-        raise ValueError(f"{labels_path}: no label convention recorded; run `unetflow ingest --kind labels`")
+    convention = recorded_convention(image.attrs, labels_path)
     if image.axes != "zyx":
         raise ValueError(f"{labels_path}: expected axes zyx, got {image.axes}")
     labels = da.from_zarr(image.array)
