@@ -50,22 +50,22 @@ def load_slices(
         weights = open_image(weight_paths[k]) if weight_paths else None
         if weights is not None and weights.shape != labels.shape:
             raise ValueError(f"{weight_paths[k]} has shape {weights.shape}, labels {labels.shape}")
-        stats = image_stats(image)
+        images = image_stats(image).normalize(image.array[:])
+        targets = cell_mask(labels.array[:], convention).astype(np.uint8)
+        if weights is None:
+            weights_zyx = np.ones(targets.shape, np.float32)
+        else:
+            weights_zyx = np.asarray(weights.array[:], np.float32)
         if dims == 3:
-            out.images.append(stats.normalize(image.array[:]))
-            out.targets.append(cell_mask(labels.array[:], convention).astype(np.uint8))
-            w = np.asarray(weights.array[:], np.float32) if weights is not None else None
-            out.weights.append(w if w is not None else np.ones(out.targets[-1].shape, np.float32))
+            out.images.append(images)
+            out.targets.append(targets)
+            out.weights.append(weights_zyx)
             continue
-        volume = stats.normalize(image.array[:]) if slice_context else None
-        for z in range(image.shape[0]):
-            if volume is None:
-                out.images.append(stats.normalize(image.array[z]))
-            else:
-                out.images.append(volume[mirror_indices(z - slice_context, z + slice_context + 1, len(volume))])
-            out.targets.append(cell_mask(labels.array[z], convention).astype(np.uint8))
-            w = np.asarray(weights.array[z], np.float32) if weights is not None else None
-            out.weights.append(w if w is not None else np.ones(out.targets[-1].shape, np.float32))
+        for z in range(len(images)):
+            stack = mirror_indices(z - slice_context, z + slice_context + 1, len(images))
+            out.images.append(images[stack] if slice_context else images[z])
+            out.targets.append(targets[z])
+            out.weights.append(weights_zyx[z])
     if not out.images:
         raise ValueError("no training slices found")
     return out
