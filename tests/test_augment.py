@@ -122,3 +122,47 @@ def test_resampling_matches_scipy_mirrored_interpolation(shape):
     )
     # nearest neighbour may round a coordinate that lies within float32 precision of a half pixel the other way
     assert np.mean(nearest != ndimage.map_coordinates(labels, coords, order=0, mode="mirror")) < 1e-3
+
+
+def test_defects_change_only_the_image_locally():
+    image, labels, weights = triple(96)
+    off = dict(flip=False, rotate=False, elastic_sigma=0, contrast=0, brightness=0)
+    p = AugmentParams(**off, defect_rate=1.0, defect_size=12)
+    for seed in range(20):
+        img, lab, wgt = augment(np.random.default_rng(seed), image, labels, weights, p)
+        np.testing.assert_array_equal(lab, labels)
+        np.testing.assert_array_equal(wgt, weights)
+        changed = np.abs(img - image) > 1e-6
+        # one to three ellipses with semi-axes of at most 12 px
+        assert 0 < changed.sum() <= 3 * np.pi * 12**2
+        assert img.min() >= image.min() - 1e-5 and img.max() <= image.max() + 1e-5
+    repeat = augment(np.random.default_rng(3), image, labels, weights, p)[0]
+    np.testing.assert_array_equal(repeat, augment(np.random.default_rng(3), image, labels, weights, p)[0])
+
+
+def test_defects_hit_each_section_of_a_stack_independently():
+    from unetflow.augment import defects
+
+    stack = np.stack([triple(64)[0]] * 3)
+    hits = []
+    for seed in range(40):
+        out = defects(np.random.default_rng(seed), stack, AugmentParams(defect_rate=0.5))
+        assert out.shape == stack.shape
+        hits.append([not np.array_equal(o, s) for o, s in zip(out, stack, strict=True)])
+    hits = np.array(hits)
+    assert 0.25 < hits.mean() < 0.75
+    assert (hits[:, 0] != hits[:, 1]).any()
+    assert defects(np.random.default_rng(0), stack, AugmentParams(defect_rate=0.0)) is stack
+
+
+def test_volume_defects_keep_labels():
+    from unetflow.augment import augment_volume
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(4, 40, 40)).astype(np.float32)
+    labels = (image > 0).astype(np.uint8)
+    p = AugmentParams(flip=False, rotate=False, elastic_sigma=0, contrast=0, brightness=0, defect_rate=1.0)
+    img, lab, wgt = augment_volume(np.random.default_rng(1), image, labels, image + 5, p)
+    np.testing.assert_array_equal(lab, labels)
+    np.testing.assert_array_equal(wgt, image + 5)
+    assert all(not np.array_equal(a, b) for a, b in zip(img, image, strict=True))

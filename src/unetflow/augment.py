@@ -7,6 +7,12 @@ contrast and brightness change. 3D tiles get flips along every axis, in-plane 90
 deformation with in-plane displacements on a coarse 3x3x3 grid (serial sections warp within their plane; the
 coarse z axis is rarely sampled finely enough to deform) and the gray-value change. Pure functions of an explicit
 random generator: reproducible per sample.
+
+Optionally (`defect_rate`, off by default: not in the paper) each section (a 2D slice, every slice of a 2.5D stack
+or of a 3D tile, independently) gets local section defects as serial-section EM has them: stain precipitate or dirt
+(a blob of constant gray value) and faded, blurred patches where a membrane is barely visible. Labels and weights
+stay as they were, so the network learns to continue membranes through defects from their context (as
+Lee et al. 2017 and gunpowder's DefectAugment do) instead of merging the cells on either side.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class AugmentParams:
     elastic_grid: int = 3
     contrast: float = 0.1
     brightness: float = 0.1
+    defect_rate: float = 0.0
+    defect_size: float = 24.0
 
 
 @functools.lru_cache(maxsize=64)
@@ -103,6 +111,54 @@ def gray_values(rng: np.random.Generator, image: np.ndarray, p: AugmentParams) -
     return (image * gain + shift).astype(np.float32)
 
 
+def defect_mask(
+    rng: np.random.Generator, shape: tuple[int, int], size: float
+) -> tuple[tuple[slice, slice], np.ndarray]:
+    """A random ellipse (semi-axes size/4..size, any orientation) with a soft edge, as (bounding box, 0..1 mask)."""
+    a, b = rng.uniform(size / 4, size, 2)
+    t = rng.uniform(0, np.pi)
+    cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+    r = int(np.ceil(max(a, b)))
+    box = tuple(slice(max(int(c) - r, 0), min(int(c) + r + 1, n)) for c, n in zip((cy, cx), shape, strict=True))
+    yy, xx = np.meshgrid(
+        np.arange(box[0].start, box[0].stop) - cy, np.arange(box[1].start, box[1].stop) - cx, indexing="ij"
+    )
+    u, v = np.cos(t) * yy + np.sin(t) * xx, -np.sin(t) * yy + np.cos(t) * xx
+    radius = np.sqrt((u / a) ** 2 + (v / b) ** 2)
+    return box, np.clip((1.0 - radius) / 0.3, 0.0, 1.0).astype(np.float32)
+
+
+def section_defects(rng: np.random.Generator, section: np.ndarray, size: float) -> np.ndarray:
+    """One to three local defects in one 2D section: blobs of a constant gray value drawn from the section's range,
+    or patches faded towards the section mean and blurred."""
+    out = section.astype(np.float32, copy=True)
+    lo, hi, mean = float(out.min()), float(out.max()), float(out.mean())
+    for _ in range(int(rng.integers(1, 4))):
+        box, mask = defect_mask(rng, out.shape, size)
+        patch = out[box]
+        if rng.random() < 0.5:
+            damaged = np.full_like(patch, rng.uniform(lo, hi))
+        else:
+            blurred = ndimage.gaussian_filter(patch, rng.uniform(1.0, 3.0), mode="nearest")
+            damaged = mean + rng.uniform(0.1, 0.5) * (blurred - mean)
+        out[box] = mask * damaged + (1 - mask) * patch
+    return out
+
+
+def defects(rng: np.random.Generator, image: np.ndarray, p: AugmentParams) -> np.ndarray:
+    """Section defects in each trailing 2D section of `image`, each with probability `defect_rate`."""
+    if p.defect_rate <= 0:
+        return image
+    sections = image.reshape(-1, *image.shape[-2:])
+    hit = rng.random(len(sections)) < p.defect_rate
+    if not hit.any():
+        return image
+    out = sections.astype(np.float32, copy=True)
+    for k in np.flatnonzero(hit):
+        out[k] = section_defects(rng, out[k], p.defect_size)
+    return out.reshape(image.shape)
+
+
 def augment(
     rng: np.random.Generator,
     image: np.ndarray,
@@ -115,7 +171,7 @@ def augment(
     coords = sample_coordinates(rng, labels.shape, p)
     if coords is not None:
         image, labels, weights = resample(coords, image, labels, weights)
-    return gray_values(rng, image, p), labels, weights
+    return defects(rng, gray_values(rng, image, p), p), labels, weights
 
 
 def augment_volume(
@@ -126,7 +182,7 @@ def augment_volume(
     p: AugmentParams,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One random augmentation of a 3D (z, y, x) triple: axis flips, in-plane quarter turns, in-plane elastic
-    deformation, gray values."""
+    deformation, gray values, section defects."""
     arrays = [image, labels, weights]
     if p.flip:
         for axis in range(3):
@@ -140,4 +196,4 @@ def augment_volume(
         coords = np.indices(image.shape, dtype=float)
         coords[1:] += elastic_displacement(rng, image.shape, p.elastic_sigma, p.elastic_grid, components=2)
         image, labels, weights = resample(coords, image, labels, weights)
-    return gray_values(rng, image, p), labels, weights
+    return defects(rng, gray_values(rng, image, p), p), labels, weights
