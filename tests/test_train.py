@@ -155,6 +155,9 @@ def test_bad_settings_are_named():
         settings(optimizer="rmsprop")
     with pytest.raises(ValueError, match="unknown train settings"):
         TrainSettings.from_dict({"iters": 3})
+    with pytest.raises(ValueError, match="train.cldice_weight"):
+        settings(cldice_weight=-1.0)
+    assert fingerprint(MODEL, settings(), ["a"]) != fingerprint(MODEL, settings(cldice_weight=0.5), ["a"])
 
 
 def test_schedules_and_logged_speed(data, tmp_path):

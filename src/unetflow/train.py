@@ -58,6 +58,8 @@ class TrainSettings:
     weight_decay: float = 0.0
     schedule: str = "none"
     loss: str = "weighted_ce"
+    cldice_weight: float = 0.0
+    cldice_iterations: int = 5
     seed: int = 0
     validate_every: int = 250
     checkpoint_every: int = 250
@@ -84,6 +86,11 @@ class TrainSettings:
             raise ValueError(f"train.precision must be one of {PRECISIONS}, got {s.precision!r}")
         if not 0.0 <= s.ema < 1.0:
             raise ValueError(f"train.ema must be in [0, 1) (0: no weight averaging), got {s.ema}")
+        if s.cldice_weight < 0 or s.cldice_iterations < 1:
+            raise ValueError(
+                f"train.cldice_weight must be >= 0 and train.cldice_iterations >= 1, got {s.cldice_weight} and "
+                f"{s.cldice_iterations}"
+            )
         if s.iterations < 1 or s.batch_size < 1 or s.tile < 1:
             raise ValueError("train.iterations, train.batch_size and train.tile must be >= 1")
         return s
@@ -254,7 +261,7 @@ def train(
             y, w = y.to(device, non_blocking=True), w.to(device, non_blocking=True)
             with autocast(device, precision):
                 logits = model(x)
-            loss = segmentation_loss(settings.loss, logits, y, w)
+            loss = segmentation_loss(settings.loss, logits, y, w, settings.cldice_weight, settings.cldice_iterations)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
