@@ -1,8 +1,8 @@
 """Training speed: iterations per second and the share of step time spent waiting for data, side by side
-for several DataLoader worker counts (augmentation runs in the workers) and numeric precisions.
+for several DataLoader worker counts (augmentation runs in the workers), numeric precisions and clDice weights.
 
 Run by hand: python benchmarks/train_speed.py [--iterations 60] [--device auto] [--width 16] [--tile 164]
-    [--precision auto bf16] [--norm group]
+    [--precision auto bf16] [--norm group] [--cldice-weight 0 0.5] [--defect-rate 0.5]
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"])
     parser.add_argument("--norm", default="none", choices=["none", "batch", "group"])
+    parser.add_argument("--cldice-weight", type=float, nargs="+", default=[0.0], help="0: no clDice term")
+    parser.add_argument("--defect-rate", type=float, default=0.0, help="section-defect augmentation rate")
     args = parser.parse_args()
     image, labels = synthesize((8, 256, 256), seed=0)
     mean, std = image.mean(), image.std()
@@ -46,8 +48,9 @@ def main() -> None:
     print(
         f"device={args.device} torch threads={args.threads or torch.get_num_threads()} model={model} tile={args.tile}"
     )
-    print(f"{'precision':>9} {'workers':>7} {'it/s':>8} {'data wait share':>16}")
-    for precision, workers in [(p, w) for p in args.precision for w in args.workers]:
+    print(f"{'precision':>9} {'workers':>7} {'clDice':>6} {'it/s':>8} {'data wait share':>16}")
+    runs = [(p, w, c) for p in args.precision for w in args.workers for c in args.cldice_weight]
+    for precision, workers, cldice in runs:
         settings = TrainSettings.from_dict(
             {
                 "iterations": args.iterations,
@@ -59,6 +62,8 @@ def main() -> None:
                 "checkpoint_every": args.iterations,
                 "workers": workers,
                 "precision": precision,
+                "cldice_weight": cldice,
+                "augment": {"defect_rate": args.defect_rate},
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
@@ -66,7 +71,7 @@ def main() -> None:
             with open(Path(tmp) / "train_log.csv") as f:
                 row = list(csv.DictReader(f))[-1]
         speed, wait = float(row["iterations_per_second"]), float(row["data_wait_share"])
-        print(f"{precision:>9} {workers:>7} {speed:>8.2f} {wait:>16.1%}")
+        print(f"{precision:>9} {workers:>7} {cldice:>6} {speed:>8.2f} {wait:>16.1%}")
 
 
 if __name__ == "__main__":
