@@ -75,7 +75,9 @@ def cldice_loss(logits: torch.Tensor, target: torch.Tensor, iterations: int, eps
     boundary (topology precision) and the true skeleton's share inside the predicted boundary (sensitivity)."""
     predicted = logits.float().softmax(1)[:, :1]
     true = (target == 0).float()[:, None]
-    skel_pred, skel_true = soft_skeleton(predicted, iterations), soft_skeleton(true, iterations)
+    with torch.no_grad():  # a constant: no graph to keep
+        skel_true = soft_skeleton(true, iterations)
+    skel_pred = soft_skeleton(predicted, iterations)
     precision = ((skel_pred * true).sum() + eps) / (skel_pred.sum() + eps)
     sensitivity = ((skel_true * predicted).sum() + eps) / (skel_true.sum() + eps)
     return 1 - 2 * precision * sensitivity / (precision + sensitivity)
