@@ -55,6 +55,7 @@ def soft_erode(x: torch.Tensor) -> torch.Tensor:
 
 
 def soft_dilate(x: torch.Tensor) -> torch.Tensor:
+    """Soft morphological dilation: a max-pool over the 3x3 (3x3x3) neighbourhood."""
     pool = F.max_pool2d if x.ndim == 4 else F.max_pool3d
     return pool(x, 3, stride=1, padding=1)
 
@@ -83,6 +84,20 @@ def cldice_loss(logits: torch.Tensor, target: torch.Tensor, iterations: int, eps
     return 1 - 2 * precision * sensitivity / (precision + sensitivity)
 
 
+def pixel_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Loss `kind` (weighted_ce, ce, dice_ce) between logits and a target (and weights) of the same spatial size."""
+    if kind == "weighted_ce":
+        if weight is None:
+            raise ValueError("loss 'weighted_ce' needs a weight map")
+        return weighted_cross_entropy(logits, target, weight)
+    ce = F.cross_entropy(logits.float(), target.long())
+    if kind == "ce":
+        return ce
+    if kind == "dice_ce":
+        return ce + soft_dice_loss(logits, target)
+    raise ValueError(f"train.loss must be one of {LOSSES}; got {kind!r}")
+
+
 def segmentation_loss(
     kind: str,
     logits: torch.Tensor | list[torch.Tensor],
@@ -100,16 +115,7 @@ def segmentation_loss(
         losses = [segmentation_loss(kind, one, target, weight, cldice_weight, cldice_iterations) for one in logits]
         return torch.stack(losses).mean()
     target = crop_like(target, logits)
+    loss = pixel_loss(kind, logits, target, None if weight is None else crop_like(weight, logits))
     if cldice_weight > 0:
-        base = segmentation_loss(kind, logits, target, None if weight is None else crop_like(weight, logits))
-        return base + cldice_weight * cldice_loss(logits, target, cldice_iterations)
-    if kind == "weighted_ce":
-        if weight is None:
-            raise ValueError("loss 'weighted_ce' needs a weight map")
-        return weighted_cross_entropy(logits, target, crop_like(weight, logits))
-    ce = F.cross_entropy(logits.float(), target.long())
-    if kind == "ce":
-        return ce
-    if kind == "dice_ce":
-        return ce + soft_dice_loss(logits, target)
-    raise ValueError(f"train.loss must be one of {LOSSES}; got {kind!r}")
+        loss = loss + cldice_weight * cldice_loss(logits, target, cldice_iterations)
+    return loss
