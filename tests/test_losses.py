@@ -76,3 +76,23 @@ def test_cldice_term_is_added_and_differentiable():
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     volume = torch.randn(1, 2, 4, 8, 8)
     assert torch.isfinite(segmentation_loss("ce", volume, torch.randint(0, 2, (1, 4, 8, 8)), cldice_weight=1.0))
+
+
+def test_hard_pixel_fraction_averages_only_the_hardest_pixels():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 10, 10, requires_grad=True)
+    target = torch.randint(0, 2, (2, 10, 10))
+    weight = torch.rand(2, 10, 10) + 0.5
+    per_pixel = F.cross_entropy(logits, target, reduction="none") * weight
+    hardest = per_pixel.flatten().sort(descending=True).values[:50].mean()
+    loss = segmentation_loss("weighted_ce", logits, target, weight, hard_fraction=0.25)
+    assert loss.item() == pytest.approx(hardest.item(), rel=1e-6)
+    assert loss.item() > segmentation_loss("weighted_ce", logits, target, weight).item()
+    assert segmentation_loss("ce", logits, target, hard_fraction=1.0).item() == pytest.approx(
+        F.cross_entropy(logits, target).item(), rel=1e-6
+    )
+    loss.backward()  # only the chosen pixels carry a gradient
+    touched = (logits.grad.abs().sum(1) > 0).sum().item()
+    assert touched == 50
+    with pytest.raises(ValueError, match="hard_pixel_fraction"):
+        segmentation_loss("ce", logits, target, hard_fraction=0.0)

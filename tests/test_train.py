@@ -157,7 +157,10 @@ def test_bad_settings_are_named():
         TrainSettings.from_dict({"iters": 3})
     with pytest.raises(ValueError, match="train.cldice_weight"):
         settings(cldice_weight=-1.0)
+    with pytest.raises(ValueError, match="train.hard_pixel_fraction"):
+        settings(hard_pixel_fraction=1.5)
     assert fingerprint(MODEL, settings(), ["a"]) != fingerprint(MODEL, settings(cldice_weight=0.5), ["a"])
+    assert fingerprint(MODEL, settings(), ["a"]) != fingerprint(MODEL, settings(hard_pixel_fraction=0.3), ["a"])
 
 
 def test_schedules_and_logged_speed(data, tmp_path):
@@ -249,3 +252,20 @@ def test_validation_labels_without_a_recorded_convention_are_refused(ingested):
     images, _ = ingested
     with pytest.raises(ValueError, match="no label convention recorded"):
         load_validation([str(images)], [str(images)])  # an image store given as labels
+
+
+def test_loss_settings_reach_the_loss(data, tmp_path, monkeypatch):
+    seen = []
+    real = train_module.segmentation_loss
+
+    def spy(*args):
+        seen.append(args[4:])
+        return real(*args)
+
+    monkeypatch.setattr(train_module, "segmentation_loss", spy)
+    slices, validation = data
+    s = settings(iterations=2, validate_every=2, hard_pixel_fraction=0.3, cldice_weight=0.5, cldice_iterations=2)
+    train(MODEL, s, slices, validation, tmp_path, "cpu", 1, "hard")
+    assert seen == [(0.5, 2, 0.3)] * 2
+    with open(tmp_path / "train_log.csv") as f:
+        assert np.isfinite(float(next(csv.DictReader(f))["loss"]))

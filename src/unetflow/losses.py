@@ -26,10 +26,24 @@ def crop_like(t: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return t[tuple(index)]
 
 
-def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The paper's energy: softmax cross-entropy weighted per pixel by w(x), averaged over pixels."""
+def hardest_mean(per_pixel: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Mean of the largest `fraction` of per-pixel losses (bootstrapped cross-entropy, Wu et al. 2016): easy
+    pixels deep inside cells stop diluting the gradient of the few ambiguous ones; 1.0 is the plain mean."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"train.hard_pixel_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return per_pixel.mean()
+    flat = per_pixel.flatten()
+    return flat.topk(max(1, round(fraction * flat.numel())), sorted=False).values.mean()
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, hard_fraction: float = 1.0
+) -> torch.Tensor:
+    """The paper's energy: softmax cross-entropy weighted per pixel by w(x), averaged over pixels (over the
+    hardest `hard_fraction` of them)."""
     ce = F.cross_entropy(logits.float(), target.long(), reduction="none")
-    return (ce * weight.float()).mean()
+    return hardest_mean(ce * weight.float(), hard_fraction)
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -84,13 +98,16 @@ def cldice_loss(logits: torch.Tensor, target: torch.Tensor, iterations: int, eps
     return 1 - 2 * precision * sensitivity / (precision + sensitivity)
 
 
-def pixel_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Loss `kind` (weighted_ce, ce, dice_ce) between logits and a target (and weights) of the same spatial size."""
+def pixel_loss(
+    kind: str, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, hard_fraction: float = 1.0
+) -> torch.Tensor:
+    """Loss `kind` (weighted_ce, ce, dice_ce) between logits and a target (and weights) of the same spatial size;
+    the cross-entropy averages over the hardest `hard_fraction` of pixels."""
     if kind == "weighted_ce":
         if weight is None:
             raise ValueError("loss 'weighted_ce' needs a weight map")
-        return weighted_cross_entropy(logits, target, weight)
-    ce = F.cross_entropy(logits.float(), target.long())
+        return weighted_cross_entropy(logits, target, weight, hard_fraction)
+    ce = hardest_mean(F.cross_entropy(logits.float(), target.long(), reduction="none"), hard_fraction)
     if kind == "ce":
         return ce
     if kind == "dice_ce":
@@ -105,17 +122,22 @@ def segmentation_loss(
     weight: torch.Tensor | None = None,
     cldice_weight: float = 0.0,
     cldice_iterations: int = 5,
+    hard_fraction: float = 1.0,
 ) -> torch.Tensor:
-    """Loss `kind` (weighted_ce, ce, dice_ce) between logits and the cropped target (and weights), plus
-    `cldice_weight` times the clDice loss of the boundary class.
+    """Loss `kind` (weighted_ce, ce, dice_ce) between logits and the cropped target (and weights), its
+    cross-entropy over the hardest `hard_fraction` of pixels, plus `cldice_weight` times the clDice loss of the
+    boundary class.
 
     A list of logits (deep supervision) gives the mean of the losses of its members.
     """
     if isinstance(logits, list | tuple):
-        losses = [segmentation_loss(kind, one, target, weight, cldice_weight, cldice_iterations) for one in logits]
+        losses = [
+            segmentation_loss(kind, one, target, weight, cldice_weight, cldice_iterations, hard_fraction)
+            for one in logits
+        ]
         return torch.stack(losses).mean()
     target = crop_like(target, logits)
-    loss = pixel_loss(kind, logits, target, None if weight is None else crop_like(weight, logits))
+    loss = pixel_loss(kind, logits, target, None if weight is None else crop_like(weight, logits), hard_fraction)
     if cldice_weight > 0:
         loss = loss + cldice_weight * cldice_loss(logits, target, cldice_iterations)
     return loss

@@ -60,6 +60,7 @@ class TrainSettings:
     loss: str = "weighted_ce"
     cldice_weight: float = 0.0
     cldice_iterations: int = 5
+    hard_pixel_fraction: float = 1.0
     seed: int = 0
     validate_every: int = 250
     checkpoint_every: int = 250
@@ -91,6 +92,8 @@ class TrainSettings:
                 f"train.cldice_weight must be >= 0 and train.cldice_iterations >= 1, got {s.cldice_weight} and "
                 f"{s.cldice_iterations}"
             )
+        if not 0.0 < s.hard_pixel_fraction <= 1.0:
+            raise ValueError(f"train.hard_pixel_fraction must be in (0, 1] got {s.hard_pixel_fraction}")
         if s.iterations < 1 or s.batch_size < 1 or s.tile < 1:
             raise ValueError("train.iterations, train.batch_size and train.tile must be >= 1")
         return s
@@ -261,7 +264,15 @@ def train(
             y, w = y.to(device, non_blocking=True), w.to(device, non_blocking=True)
             with autocast(device, precision):
                 logits = model(x)
-            loss = segmentation_loss(settings.loss, logits, y, w, settings.cldice_weight, settings.cldice_iterations)
+            loss = segmentation_loss(
+                settings.loss,
+                logits,
+                y,
+                w,
+                settings.cldice_weight,
+                settings.cldice_iterations,
+                settings.hard_pixel_fraction,
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
