@@ -22,10 +22,16 @@ def test_crop_and_options():
     target = torch.zeros(2, 3, 3, dtype=torch.long)
     assert segmentation_loss("ce", logits, target).item() == pytest.approx(0.6931, abs=1e-4)
     assert segmentation_loss("dice_ce", logits, target).item() > 0.6931
+    weight = torch.full((2, 3, 3), 2.0)
+    dice = segmentation_loss("dice_ce", logits, target).item() - 0.6931
+    assert segmentation_loss("weighted_dice_ce", logits, target, weight).item() == pytest.approx(
+        2 * 0.6931 + dice, abs=1e-4
+    )
     with pytest.raises(ValueError, match="train.loss"):
         segmentation_loss("focal", logits, target)
-    with pytest.raises(ValueError, match="weight map"):
-        segmentation_loss("weighted_ce", logits, target)
+    for kind in ("weighted_ce", "weighted_dice_ce"):
+        with pytest.raises(ValueError, match="weight map"):
+            segmentation_loss(kind, logits, target)
 
 
 def logits_of(membrane: torch.Tensor, confidence: float = 6.0) -> torch.Tensor:

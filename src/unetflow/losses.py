@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("weighted_ce", "ce", "dice_ce")
+LOSSES = ("weighted_ce", "ce", "dice_ce", "weighted_dice_ce")
 
 
 def crop_like(t: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -101,12 +101,14 @@ def cldice_loss(logits: torch.Tensor, target: torch.Tensor, iterations: int, eps
 def pixel_loss(
     kind: str, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, hard_fraction: float = 1.0
 ) -> torch.Tensor:
-    """Loss `kind` (weighted_ce, ce, dice_ce) between logits and a target (and weights) of the same spatial size;
-    the cross-entropy averages over the hardest `hard_fraction` of pixels."""
-    if kind == "weighted_ce":
+    """Loss `kind` (weighted_ce, ce, dice_ce, weighted_dice_ce: the paper's weighted cross-entropy plus soft Dice)
+    between logits and a target (and weights) of the same spatial size; the cross-entropy averages over the hardest
+    `hard_fraction` of pixels."""
+    if kind in ("weighted_ce", "weighted_dice_ce"):
         if weight is None:
-            raise ValueError("loss 'weighted_ce' needs a weight map")
-        return weighted_cross_entropy(logits, target, weight, hard_fraction)
+            raise ValueError(f"loss {kind!r} needs a weight map")
+        ce = weighted_cross_entropy(logits, target, weight, hard_fraction)
+        return ce if kind == "weighted_ce" else ce + soft_dice_loss(logits, target)
     ce = hardest_mean(F.cross_entropy(logits.float(), target.long(), reduction="none"), hard_fraction)
     if kind == "ce":
         return ce
@@ -124,7 +126,7 @@ def segmentation_loss(
     cldice_iterations: int = 5,
     hard_fraction: float = 1.0,
 ) -> torch.Tensor:
-    """Loss `kind` (weighted_ce, ce, dice_ce) between logits and the cropped target (and weights), its
+    """Loss `kind` (one of LOSSES) between logits and the cropped target (and weights), its
     cross-entropy over the hardest `hard_fraction` of pixels, plus `cldice_weight` times the clDice loss of the
     boundary class.
 
