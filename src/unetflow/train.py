@@ -93,7 +93,7 @@ class TrainSettings:
                 f"{s.cldice_iterations}"
             )
         if not 0.0 < s.hard_pixel_fraction <= 1.0:
-            raise ValueError(f"train.hard_pixel_fraction must be in (0, 1] got {s.hard_pixel_fraction}")
+            raise ValueError(f"train.hard_pixel_fraction must be in (0, 1], got {s.hard_pixel_fraction}")
         if s.iterations < 1 or s.batch_size < 1 or s.tile < 1:
             raise ValueError("train.iterations, train.batch_size and train.tile must be >= 1")
         return s
