@@ -8,6 +8,7 @@ import torch
 
 from unetflow import train as train_module
 from unetflow.augment import AugmentParams
+from unetflow.hard_tiles import TileDifficulty
 from unetflow.models.checkpoint import load_checkpoint, load_model
 from unetflow.train import Interrupted, TrainSettings, fingerprint, train
 from unetflow.training_data import TileSampler, load_slices, load_validation
@@ -53,10 +54,10 @@ def test_training_writes_model_and_log(data, tmp_path):
     assert payload["best"]["iteration"] in (3, 6)
 
 
-@pytest.mark.parametrize("ema", [0.0, 0.9])
-def test_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch, ema):
+@pytest.mark.parametrize("extra", [{}, {"ema": 0.9}, {"hard_tile_share": 0.5}])
+def test_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch, extra):
     slices, validation = data
-    full = train(MODEL, settings(ema=ema), slices, validation, tmp_path / "full", "cpu", 1, "r")
+    full = train(MODEL, settings(**extra), slices, validation, tmp_path / "full", "cpu", 1, "r")
 
     calls = {"n": 0}
     real_loss = train_module.segmentation_loss
@@ -69,11 +70,11 @@ def test_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch, ema)
 
     monkeypatch.setattr(train_module, "segmentation_loss", dies_at_fifth_step)
     with pytest.raises(KeyboardInterrupt):
-        train(MODEL, settings(ema=ema), slices, validation, tmp_path / "resumed", "cpu", 1, "r")
+        train(MODEL, settings(**extra), slices, validation, tmp_path / "resumed", "cpu", 1, "r")
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["iteration"] == 4
     assert not (tmp_path / "resumed" / "model.pt").exists()
     monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
-    resumed = train(MODEL, settings(ema=ema), slices, validation, tmp_path / "resumed", "cpu", 1, "r")
+    resumed = train(MODEL, settings(**extra), slices, validation, tmp_path / "resumed", "cpu", 1, "r")
 
     a, b = load_checkpoint(full), load_checkpoint(resumed)
     assert a["iteration"] == b["iteration"]
@@ -81,11 +82,16 @@ def test_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch, ema)
         torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=0)
     last = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert last["iteration"] == 6
-    if ema:  # the weight average resumes too, whichever model validation kept
-        reference = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["average"]
-        assert last["average"]["updates"] == reference["updates"] == 6
-        for k, v in reference["state_dict"].items():
+    reference = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    if "ema" in extra:  # the weight average resumes too, whichever model validation kept
+        assert last["average"]["updates"] == reference["average"]["updates"] == 6
+        for k, v in reference["average"]["state_dict"].items():
             torch.testing.assert_close(last["average"]["state_dict"][k], v, rtol=0, atol=0)
+    if "hard_tile_share" in extra:  # so does the running loss that places hard tiles
+        grids = reference["difficulty"]["grids"]
+        assert any(np.isfinite(g).any() for g in grids)
+        for a, b in zip(last["difficulty"]["grids"], grids, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_sigterm_checkpoints_then_resumes(data, tmp_path, monkeypatch):
@@ -159,6 +165,8 @@ def test_bad_settings_are_named():
         settings(cldice_weight=-1.0)
     with pytest.raises(ValueError, match="train.hard_pixel_fraction"):
         settings(hard_pixel_fraction=1.5)
+    with pytest.raises(ValueError, match="train.hard_tile_share"):
+        settings(hard_tile_share=-0.1)
     assert fingerprint(MODEL, settings(), ["a"]) != fingerprint(MODEL, settings(cldice_weight=0.5), ["a"])
     assert fingerprint(MODEL, settings(), ["a"]) != fingerprint(MODEL, settings(hard_pixel_fraction=0.3), ["a"])
 
@@ -269,3 +277,18 @@ def test_loss_settings_reach_the_loss(data, tmp_path, monkeypatch):
     assert seen == [(0.5, 2, 0.3)] * 2
     with open(tmp_path / "train_log.csv") as f:
         assert np.isfinite(float(next(csv.DictReader(f))["loss"]))
+
+
+def test_hard_tiles_are_placed_by_the_losses_of_earlier_steps(data, tmp_path, monkeypatch):
+    slices, _ = data
+    seen = []
+    real = TileDifficulty.draw
+
+    def counting_draw(self, rng):
+        seen.append(sum(int(np.isfinite(g).sum()) for g in self.grids))
+        return real(self, rng)
+
+    monkeypatch.setattr(TileDifficulty, "draw", counting_draw)
+    train(MODEL, settings(hard_tile_share=1.0, iterations=4), slices, [], tmp_path, "cpu", 1, "h")
+    assert len(seen) == 4  # every tile placed by the running loss
+    assert seen[0] == 0 and 0 < seen[1] <= seen[2] <= seen[3]  # each after the previous step's loss was recorded

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from unetflow.augment import AugmentParams
 from unetflow.averaging import WeightAverage
+from unetflow.hard_tiles import HardTileOrder, TileDifficulty
 from unetflow.inference import TileInferer, predict_array
 from unetflow.intensity import IntensityStats
 from unetflow.labels import instance_labels
@@ -61,6 +62,7 @@ class TrainSettings:
     cldice_weight: float = 0.0
     cldice_iterations: int = 5
     hard_pixel_fraction: float = 1.0
+    hard_tile_share: float = 0.0
     seed: int = 0
     validate_every: int = 250
     checkpoint_every: int = 250
@@ -94,6 +96,8 @@ class TrainSettings:
             )
         if not 0.0 < s.hard_pixel_fraction <= 1.0:
             raise ValueError(f"train.hard_pixel_fraction must be in (0, 1], got {s.hard_pixel_fraction}")
+        if not 0.0 <= s.hard_tile_share <= 1.0:
+            raise ValueError(f"train.hard_tile_share must be in [0, 1], got {s.hard_tile_share}")
         if s.iterations < 1 or s.batch_size < 1 or s.tile < 1:
             raise ValueError("train.iterations, train.batch_size and train.tile must be >= 1")
         return s
@@ -209,6 +213,10 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: lr_factor(settings.schedule, it, settings.iterations)
     )
+    # Hard-tile sampling's running loss per cell of a grid of tile centres, a quarter of the output tile wide.
+    difficulty = None
+    if settings.hard_tile_share > 0:
+        difficulty = TileDifficulty([t.shape for t in train_data.targets], [max(1, o // 4) for o in outputs])
     start, best, log_rows = 0, None, []
     last = ckpt_dir / "last.pt"
     if last.exists():
@@ -221,11 +229,17 @@ def train(
             torch.set_rng_state(state["torch_rng"])
             if average is not None:
                 average.load_state_dict(state["average"])
+            if difficulty is not None:
+                difficulty.load_state_dict(state["difficulty"])
     length = settings.iterations * settings.batch_size
     sampler = TileSampler(train_data, inputs, outputs, settings.augment, settings.seed, length)
     indices = range(start * settings.batch_size, settings.iterations * settings.batch_size)
+    order = None
+    if difficulty is not None:
+        order = HardTileOrder(sampler, difficulty, settings.hard_tile_share, settings.seed, indices.start, indices.stop)
     loader = DataLoader(
-        torch.utils.data.Subset(sampler, list(indices)),
+        sampler if order is not None else torch.utils.data.Subset(sampler, list(indices)),
+        sampler=order,
         batch_size=settings.batch_size,
         num_workers=settings.workers,
         pin_memory=device.type == "cuda",
@@ -246,6 +260,7 @@ def train(
             torch_rng=torch.get_rng_state(),
             run_id=run_id,
             average=average.state_dict() if average is not None else None,
+            difficulty=difficulty.state_dict() if difficulty is not None else None,
         )
 
     model.train()
@@ -281,6 +296,9 @@ def train(
                 average.update(model)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at iteration {iteration + 1}; lower train.lr")
+            if order is not None:  # a batch's samples share its loss
+                for i in range(iteration * settings.batch_size, (iteration + 1) * settings.batch_size):
+                    order.record(i, outputs, loss.item())
             iteration += 1
             done_since += 1
             running.append(loss.item())

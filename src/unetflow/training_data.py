@@ -90,11 +90,23 @@ class TileSampler(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, i])
+    def uniform_position(self, i: int) -> tuple[int, tuple[int, ...]]:
+        """Where sample i lies when drawn uniformly: (item, centre in the item's unpadded coordinates)."""
+        return self._uniform_position(np.random.default_rng([self.seed, i]))
+
+    def _uniform_position(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...]]:
         k = int(rng.integers(len(self.padded)))
-        shape = self.data.targets[k].shape
-        starts = [int(rng.integers(s)) + p - n // 2 for s, p, n in zip(shape, self.pads, self.n, strict=True)]
+        return k, tuple(int(rng.integers(s)) for s in self.data.targets[k].shape)
+
+    def __getitem__(self, index: int | tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample `index`: an int i (uniform position), or (i, item, centre) for a tile placed by a sampler
+        such as `unetflow.hard_tiles.HardTileOrder`; the augmentation is sample i's either way."""
+        i = index[0] if isinstance(index, tuple) else int(index)
+        rng = np.random.default_rng([self.seed, i])
+        k, centre = self._uniform_position(rng)  # drawn in every case: keeps sample i's augmentation stream
+        if isinstance(index, tuple):
+            k, centre = int(index[1]), tuple(int(c) for c in index[2])
+        starts = [c + p - n // 2 for c, p, n in zip(centre, self.pads, self.n, strict=True)]
         window = (Ellipsis, *(slice(a, a + n) for a, n in zip(starts, self.n, strict=True)))
         img, tgt, wgt = self.augment(rng, *(a[window] for a in self.padded[k]), self.params)
         crop = tuple(slice((n - o) // 2, (n - o) // 2 + o) for n, o in zip(self.n, self.out, strict=True))
