@@ -292,3 +292,10 @@ def test_hard_tiles_are_placed_by_the_losses_of_earlier_steps(data, tmp_path, mo
     train(MODEL, settings(hard_tile_share=1.0, iterations=4), slices, [], tmp_path, "cpu", 1, "h")
     assert len(seen) == 4  # every tile placed by the running loss
     assert seen[0] == 0 and 0 < seen[1] <= seen[2] <= seen[3]  # each after the previous step's loss was recorded
+
+
+def test_hard_tiles_reach_dataloader_workers(data, tmp_path):
+    slices, _ = data
+    path = train(MODEL, settings(hard_tile_share=0.5, iterations=3, workers=1), slices, [], tmp_path, "cpu", 1, "w")
+    grids = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["difficulty"]["grids"]
+    assert load_checkpoint(path)["iteration"] == 3 and any(np.isfinite(g).any() for g in grids)
