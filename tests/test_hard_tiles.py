@@ -31,29 +31,39 @@ def test_a_tile_loss_reaches_exactly_the_cells_its_output_covers():
     assert np.isnan(difficulty.grids[0]).all()
 
 
-def test_draws_follow_the_recorded_loss():
+def test_draws_come_from_the_hardest_cells():
     difficulty = TileDifficulty([(64, 64), (64, 64)], (8, 8))
+    losses = np.random.default_rng(2).permutation(128).reshape(2, 8, 8) / 128
     for item in range(2):
-        for y in range(4, 64, 8):
-            for x in range(4, 64, 8):
-                difficulty.record(item, (y, x), (8, 8), 0.01)
-    difficulty.record(1, (44, 20), (8, 8), 100.0)
-    difficulty.grids[1][5, 2] = 100.0
+        for gy in range(8):
+            for gx in range(8):
+                difficulty.record(item, (gy * 8 + 4, gx * 8 + 4), (8, 8), float(losses[item, gy, gx]))
     rng = np.random.default_rng(0)
-    draws = [difficulty.draw(rng) for _ in range(1000)]
-    hard = [(item, c) for item, c in draws if item == 1 and 40 <= c[0] < 48 and 16 <= c[1] < 24]
-    assert len(hard) / len(draws) > 0.95  # 100 against 127 cells of 0.01: 98.7% expected
-    assert len({c for _, c in hard}) > 20  # centres spread over the cell's pixels
+    draws = [difficulty.draw(rng, 0.25) for _ in range(2000)]
+    cells = {(item, c[0] // 8, c[1] // 8) for item, c in draws}
+    hardest = {tuple(int(v) for v in np.unravel_index(j, losses.shape)) for j in np.argsort(losses, axis=None)[-32:]}
+    assert cells == hardest  # all of the hardest quarter, nothing else
+    assert len({c for _, c in draws}) > 1000  # centres spread over the cells' pixels
+    with pytest.raises(ValueError, match="train.hard_tile_top"):
+        difficulty.draw(rng, 0.0)
 
 
-def test_cells_not_yet_seen_are_explored():
+def test_cells_not_yet_seen_come_first():
     difficulty = TileDifficulty([(32, 32), (32, 32)], (8, 8))
     rng = np.random.default_rng(1)
-    before = [difficulty.draw(rng)[0] for _ in range(400)]
+    before = [difficulty.draw(rng, 0.25)[0] for _ in range(400)]
     assert 150 < sum(before) < 250  # uniform over both items before any loss is recorded
-    difficulty.record(0, (4, 4), (8, 8), 0.5)
-    after = [difficulty.draw(rng) for _ in range(400)]
-    assert sum(item == 1 for item, _ in after) > 150  # unseen cells weigh as much as the hardest seen
+    for gy in range(4):
+        for gx in range(4):
+            difficulty.record(0, (gy * 8 + 4, gx * 8 + 4), (8, 8), 10.0)
+    assert all(difficulty.draw(rng, 0.25)[0] == 1 for _ in range(100))  # however high the losses seen
+    for gy in range(4):
+        for gx in range(3):
+            difficulty.record(1, (gy * 8 + 4, gx * 8 + 4), (8, 8), 0.1)
+    # 4 cells unseen and 8 the hardest quarter: the 4 unseen and the 4 hardest seen
+    drawn = {(item, c[0] // 8, c[1] // 8) for item, c in (difficulty.draw(rng, 0.25) for _ in range(400))}
+    assert {cell for cell in drawn if cell[0] == 1} == {(1, gy, 3) for gy in range(4)}
+    assert len(drawn) == 8
 
 
 def test_state_round_trip_and_mismatch():
@@ -71,7 +81,7 @@ def test_state_round_trip_and_mismatch():
 def test_order_places_tiles_where_the_loss_is_high():
     tiles = TileSampler(two_slices(), (24, 24), (8, 8), FIXED, seed=3, length=50)
     difficulty = TileDifficulty([(64, 64), (64, 64)], (8, 8))
-    uniform = list(HardTileOrder(tiles, difficulty, 0.0, 3, 0, 50))
+    uniform = list(HardTileOrder(tiles, difficulty, 0.0, 0.1, 3, 0, 50))
     assert [(i, item, c) for i, item, c in uniform] == [(i, *tiles.uniform_position(i)) for i in range(50)]
     assert [tiles[i] for i in (0, 7)][1][0].equal(tiles[uniform[7]][0])  # an int and its tuple: the same tile
 
@@ -80,15 +90,17 @@ def test_order_places_tiles_where_the_loss_is_high():
             difficulty.record(0, (y, x), (8, 8), 1e-4)
             difficulty.record(1, (y, x), (8, 8), 1e-4)
     difficulty.record(0, (60, 60), (8, 8), 1.0)
-    order = HardTileOrder(tiles, difficulty, 1.0, 3, 10, 30)
+    order = HardTileOrder(tiles, difficulty, 1.0, 0.005, 3, 10, 30)
     placed = list(order)
     assert len(placed) == len(order) == 20 and [p[0] for p in placed] == list(range(10, 30))
-    assert sum(item == 0 and min(c) >= 56 for _, item, c in placed) >= 18
+    assert all(item == 0 and min(c) >= 56 for _, item, c in placed)  # the one hardest cell (0.5% of 128, rounded up)
     assert set(order.positions) == set(range(10, 30))
     order.record(10, (8, 8), 5.0)
     assert 10 not in order.positions
     with pytest.raises(ValueError, match="train.hard_tile_share"):
-        HardTileOrder(tiles, difficulty, 1.5, 3, 0, 1)
+        HardTileOrder(tiles, difficulty, 1.5, 0.1, 3, 0, 1)
+    with pytest.raises(ValueError, match="train.hard_tile_top"):
+        HardTileOrder(tiles, difficulty, 0.5, 1.5, 3, 0, 1)
 
 
 def test_a_placed_tile_is_centred_where_it_was_placed():

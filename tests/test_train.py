@@ -167,6 +167,8 @@ def test_bad_settings_are_named():
         settings(hard_pixel_fraction=1.5)
     with pytest.raises(ValueError, match="train.hard_tile_share"):
         settings(hard_tile_share=-0.1)
+    with pytest.raises(ValueError, match="train.hard_tile_top"):
+        settings(hard_tile_top=0.0)
     assert fingerprint(MODEL, settings(), ["a"]) != fingerprint(MODEL, settings(cldice_weight=0.5), ["a"])
     assert fingerprint(MODEL, settings(), ["a"]) != fingerprint(MODEL, settings(hard_pixel_fraction=0.3), ["a"])
 
@@ -284,9 +286,9 @@ def test_hard_tiles_are_placed_by_the_losses_of_earlier_steps(data, tmp_path, mo
     seen = []
     real = TileDifficulty.draw
 
-    def counting_draw(self, rng):
+    def counting_draw(self, rng, top):
         seen.append(sum(int(np.isfinite(g).sum()) for g in self.grids))
-        return real(self, rng)
+        return real(self, rng, top)
 
     monkeypatch.setattr(TileDifficulty, "draw", counting_draw)
     train(MODEL, settings(hard_tile_share=1.0, iterations=4), slices, [], tmp_path, "cpu", 1, "h")

@@ -2,9 +2,10 @@
 
 Online hard-example mining at the scale of tiles. Uniform sampling (the paper's) visits a rare, hard structure,
 a faint or broken membrane, as seldom as its area says; here the loop records each tile's loss on a coarse grid
-of tile centres, and a share of later tiles is drawn in proportion to that running loss. Positions are chosen in
-the main process, in the order the DataLoader asks for them, and the grid is checkpointed: with `workers: 0` a
-run is deterministic and resumes exactly; with workers, prefetching draws a few tiles from a grid a few steps old.
+of tile centres, and a share of later tiles is centred in the cells where that running loss is highest.
+Positions are chosen in the main process, in the order the DataLoader asks for them, and the grid is
+checkpointed: with `workers: 0` a run is deterministic and resumes exactly; with workers, prefetching draws a few
+tiles from a grid a few steps old.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from unetflow.training_data import TileSampler
 
 class TileDifficulty:
     """Running training loss per grid cell of each training item (slice or volume). A cell holds an exponential
-    average of the losses of tiles whose output window covered it; cells not yet covered count as hard as the
-    hardest seen, so that they are explored."""
+    average of the losses of tiles whose output window covered it; cells not yet covered count as the hardest,
+    so that they are explored first."""
 
     def __init__(self, shapes: Sequence[Sequence[int]], cell: Sequence[int], momentum: float = 0.9) -> None:
         if any(c < 1 for c in cell) or not 0.0 <= momentum < 1.0:
@@ -41,20 +42,25 @@ class TileDifficulty:
         old = grid[region]
         grid[region] = np.where(np.isnan(old), loss, self.momentum * old + (1 - self.momentum) * loss)
 
-    def draw(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...]]:
-        """An (item, centre) with probability proportional to its cell's running loss; uniform before any record."""
+    def draw(self, rng: np.random.Generator, top: float) -> tuple[int, tuple[int, ...]]:
+        """An (item, centre) in a cell drawn uniformly from the hardest `top` share of cells (unseen cells first)."""
+        if not 0.0 < top <= 1.0:
+            raise ValueError(f"train.hard_tile_top must be in (0, 1], got {top}")
         flat = np.concatenate([g.ravel() for g in self.grids])
-        seen = flat[~np.isnan(flat)]
-        ceiling = float(seen.max()) if seen.size and seen.max() > 0 else 1.0
-        weights = np.clip(np.where(np.isnan(flat), ceiling, flat), 0.0, None)
-        # Cells of the same item have the same area weight up to the clipped border cells; that bias is ignored.
-        j = int(rng.choice(flat.size, p=weights / weights.sum())) if weights.sum() > 0 else int(rng.integers(flat.size))
+        hardest = max(1, int(np.ceil(top * flat.size)))
+        unseen = np.flatnonzero(np.isnan(flat))
+        if unseen.size >= hardest:
+            pool = unseen
+        else:
+            seen = np.flatnonzero(~np.isnan(flat))
+            pool = np.concatenate([unseen, seen[np.argsort(-flat[seen], kind="stable")[: hardest - unseen.size]]])
+        j = int(pool[rng.integers(pool.size)])
         sizes = np.cumsum([g.size for g in self.grids])
         item = int(np.searchsorted(sizes, j, side="right"))
         index = np.unravel_index(j - (sizes[item - 1] if item else 0), self.grids[item].shape)
         centre = tuple(
-            min(int(i) * k + int(rng.integers(k)), s - 1)
-            for i, k, s in zip(index, self.cell, self.shapes[item], strict=True)
+            min(int(i) * side + int(rng.integers(side)), size - 1)
+            for i, side, size in zip(index, self.cell, self.shapes[item], strict=True)
         )
         return item, centre
 
@@ -68,16 +74,26 @@ class TileDifficulty:
 
 
 class HardTileOrder(Sampler):
-    """Sample indices start..stop-1 for a `TileSampler`: with probability `share` a sample is placed by
-    `difficulty`, otherwise where the tile sampler would put it anyway. Each index is yielded as
-    (i, item, centre), and its position is kept in `positions` until the training loop records its loss."""
+    """Sample indices start..stop-1 for a `TileSampler`: with probability `share` a sample is centred in one of
+    the hardest `top` share of `difficulty`'s cells, otherwise where the tile sampler would put it anyway. Each
+    index is yielded as (i, item, centre), and its position is kept in `positions` until the training loop
+    records its loss."""
 
     def __init__(
-        self, tiles: TileSampler, difficulty: TileDifficulty, share: float, seed: int, start: int, stop: int
+        self,
+        tiles: TileSampler,
+        difficulty: TileDifficulty,
+        share: float,
+        top: float,
+        seed: int,
+        start: int,
+        stop: int,
     ) -> None:
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"train.hard_tile_share must be in [0, 1], got {share}")
-        self.tiles, self.difficulty, self.share, self.seed = tiles, difficulty, share, seed
+        if not 0.0 < top <= 1.0:
+            raise ValueError(f"train.hard_tile_top must be in (0, 1], got {top}")
+        self.tiles, self.difficulty, self.share, self.top, self.seed = tiles, difficulty, share, top, seed
         self.start, self.stop = start, stop
         self.positions: dict[int, tuple[int, tuple[int, ...]]] = {}
 
@@ -88,7 +104,7 @@ class HardTileOrder(Sampler):
         for i in range(self.start, self.stop):
             rng = np.random.default_rng([self.seed, i, 1])
             placed = rng.random() < self.share
-            item, centre = self.difficulty.draw(rng) if placed else self.tiles.uniform_position(i)
+            item, centre = self.difficulty.draw(rng, self.top) if placed else self.tiles.uniform_position(i)
             self.positions[i] = (item, centre)
             yield i, item, centre
 

@@ -63,6 +63,7 @@ class TrainSettings:
     cldice_iterations: int = 5
     hard_pixel_fraction: float = 1.0
     hard_tile_share: float = 0.0
+    hard_tile_top: float = 0.1
     seed: int = 0
     validate_every: int = 250
     checkpoint_every: int = 250
@@ -98,6 +99,8 @@ class TrainSettings:
             raise ValueError(f"train.hard_pixel_fraction must be in (0, 1], got {s.hard_pixel_fraction}")
         if not 0.0 <= s.hard_tile_share <= 1.0:
             raise ValueError(f"train.hard_tile_share must be in [0, 1], got {s.hard_tile_share}")
+        if not 0.0 < s.hard_tile_top <= 1.0:
+            raise ValueError(f"train.hard_tile_top must be in (0, 1], got {s.hard_tile_top}")
         if s.iterations < 1 or s.batch_size < 1 or s.tile < 1:
             raise ValueError("train.iterations, train.batch_size and train.tile must be >= 1")
         return s
@@ -236,7 +239,15 @@ def train(
     indices = range(start * settings.batch_size, settings.iterations * settings.batch_size)
     order = None
     if difficulty is not None:
-        order = HardTileOrder(sampler, difficulty, settings.hard_tile_share, settings.seed, indices.start, indices.stop)
+        order = HardTileOrder(
+            sampler,
+            difficulty,
+            settings.hard_tile_share,
+            settings.hard_tile_top,
+            settings.seed,
+            indices.start,
+            indices.stop,
+        )
     loader = DataLoader(
         sampler if order is not None else torch.utils.data.Subset(sampler, list(indices)),
         sampler=order,
