@@ -307,12 +307,13 @@ def train(
                 average.update(model)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at iteration {iteration + 1}; lower train.lr")
+            value = loss.item()
             if order is not None:  # a batch's samples share its loss
                 for i in range(iteration * settings.batch_size, (iteration + 1) * settings.batch_size):
-                    order.record(i, outputs, loss.item())
+                    order.record(i, outputs, value)
             iteration += 1
             done_since += 1
-            running.append(loss.item())
+            running.append(value)
             bar.update(1)
             bar.set_postfix(
                 loss=f"{np.mean(running[-50:]):.4f}", wait=f"{waited / max(time.perf_counter() - t0, 1e-9):.0%}"
