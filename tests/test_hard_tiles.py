@@ -82,8 +82,8 @@ def test_order_places_tiles_where_the_loss_is_high():
     tiles = TileSampler(two_slices(), (24, 24), (8, 8), FIXED, seed=3, length=50)
     difficulty = TileDifficulty([(64, 64), (64, 64)], (8, 8))
     uniform = list(HardTileOrder(tiles, difficulty, 0.0, 0.1, 3, 0, 50))
-    assert [(i, item, c) for i, item, c in uniform] == [(i, *tiles.uniform_position(i)) for i in range(50)]
-    assert [tiles[i] for i in (0, 7)][1][0].equal(tiles[uniform[7]][0])  # an int and its tuple: the same tile
+    assert uniform == [(i, *tiles.uniform_position(i)) for i in range(50)]
+    assert tiles[7][0].equal(tiles[uniform[7]][0])  # an int and its tuple: the same tile
 
     for y in range(4, 64, 8):
         for x in range(4, 64, 8):
