@@ -180,9 +180,9 @@ def test_isbi_config_dry_run_lists_every_stage(isbi_dir, tmp_path, config):
     assert run.returncode == 0, run.stderr[-3000:]
     jobs = planned_jobs(run.stdout + run.stderr)
     assert jobs == {
-        "ingest": 5,
+        "ingest": 7,
         "weights_figure": 1,
-        "weights": 1,
+        "weights": 2,
         "train": 1,
         "predict": 2,
         "segment": 2,
