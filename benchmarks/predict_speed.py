@@ -29,7 +29,7 @@ import torch
 import zarr
 
 from unetflow.blocks import read_mirrored
-from unetflow.inference import plan_blocks
+from unetflow.inference.tiling import plan_blocks
 from unetflow.intensity import image_stats
 from unetflow.models import UNet, UNetConfig
 from unetflow.models.checkpoint import save_checkpoint

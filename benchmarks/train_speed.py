@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from unetflow.labels import BINARY_255, cell_mask
-from unetflow.synthetic import synthesize
-from unetflow.train import TrainSettings, train
-from unetflow.training_data import Slices
-from unetflow.weightmap import WeightParams, weight_map
+from unetflow.stages.synthetic import synthesize
+from unetflow.stages.weights import WeightParams, weight_map
+from unetflow.training.data import Slices
+from unetflow.training.settings import TrainSettings
+from unetflow.training.trainer import train
 
 
 def main() -> None:

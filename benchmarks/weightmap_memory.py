@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from unetflow.stages.synthetic import synthesize
 from unetflow.store import create_image, set_attrs
-from unetflow.synthetic import synthesize
 
 
 def write_labels(path: Path, depth: int, size: int, pattern) -> None:
@@ -27,7 +27,7 @@ def write_labels(path: Path, depth: int, size: int, pattern) -> None:
 
 def run(labels: Path, out: Path) -> tuple[float, float]:
     code = (
-        "import resource, sys; from unetflow.weightmap import WeightParams, compute_weights; "
+        "import resource, sys; from unetflow.stages.weights import WeightParams, compute_weights; "
         "compute_weights(sys.argv[1], sys.argv[2], WeightParams()); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )

@@ -15,7 +15,7 @@ import tifffile
 from scipy import ndimage
 
 from unetflow.labels import BINARY_255, instance_labels
-from unetflow.weightmap import WeightParams, class_weights, weight_map
+from unetflow.stages.weights import WeightParams, class_weights, weight_map
 
 DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isbi2012" / "train-labels.tif"
 

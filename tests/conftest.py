@@ -18,7 +18,7 @@ def isbi_dir() -> Path:
 @pytest.fixture(scope="session")
 def small_stack(tmp_path_factory):
     """A small synthetic (image, labels) stack written as TIFF, shared by the tests."""
-    from unetflow.synthetic import synthesize
+    from unetflow.stages.synthetic import synthesize
 
     image, labels = synthesize((3, 96, 80), seed=5)
     d = tmp_path_factory.mktemp("stack")
@@ -30,7 +30,7 @@ def small_stack(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ingested(small_stack, tmp_path_factory):
     """The small stack ingested into OME-Zarr: (images path, labels path)."""
-    from unetflow.ingest import ingest
+    from unetflow.stages.ingest import ingest
 
     d, _, _ = small_stack
     out = tmp_path_factory.mktemp("zarr")

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from unetflow.averaging import WeightAverage
+from unetflow.training.averaging import WeightAverage
 
 
 def constant_(module: nn.Module, value: float) -> None:

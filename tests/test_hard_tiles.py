@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from unetflow.augment import AugmentParams
-from unetflow.hard_tiles import HardTileOrder, TileDifficulty
-from unetflow.training_data import Slices, TileSampler
+from unetflow.training.data import Slices, TileSampler
+from unetflow.training.sampling import HardTileOrder, TileDifficulty
 
 FIXED = AugmentParams(flip=False, rotate=False, elastic_sigma=0, contrast=0, brightness=0)
 

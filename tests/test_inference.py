@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from unetflow.blocks import read_mirrored
-from unetflow.inference import TileInferer, infer_block, plan_blocks, predict_array
+from unetflow.inference.inferer import TileInferer, infer_block, predict_array
+from unetflow.inference.tiling import plan_blocks
 from unetflow.intensity import IntensityStats
 from unetflow.models import UNet, UNetConfig
 from unetflow.models.unet import build_model

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from unetflow.ingest import ingest, resolve_sources
+from unetflow.stages.ingest import ingest, resolve_sources
 from unetflow.store import open_image, partial_path
 
 

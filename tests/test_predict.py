@@ -13,11 +13,12 @@ import pytest
 import torch
 import zarr
 
-from unetflow.budget import activation_bytes, auto_block
+from unetflow.blocks import DONE_DIR
 from unetflow.executor import SchedulerSpec
+from unetflow.inference.budget import activation_bytes, auto_block
 from unetflow.models import UNet, UNetConfig
 from unetflow.models.checkpoint import save_checkpoint
-from unetflow.predict import DONE_DIR, PredictJob, finalize, predict_volume
+from unetflow.stages.predict import PredictJob, finalize, predict_volume
 from unetflow.store import create_image, open_image, partial_path
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -159,7 +160,7 @@ def test_distributed_scheduler_address(model_path, volume, tmp_path):
 
 
 def test_local_cluster_workers_spread_over_gpus():
-    from unetflow.predict import worker_device
+    from unetflow.stages.predict import worker_device
 
     assert [worker_device("auto", n, 4) for n in range(5)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0"]
     assert worker_device("cuda:2", 1, 4) == "cuda:2" and worker_device("cpu", 1, 4) == "cpu"
@@ -176,7 +177,7 @@ def test_precision_is_part_of_the_result(model_path, volume, tmp_path):
 
 
 def test_slice_context_model_predicts_a_volume_like_one_pass(volume, tmp_path):
-    from unetflow.inference import TileInferer, predict_array
+    from unetflow.inference.inferer import TileInferer, predict_array
     from unetflow.intensity import image_stats
 
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from unetflow.inference import TileInferer
+from unetflow.inference.inferer import TileInferer
 from unetflow.models import UNet, UNetConfig
 from unetflow.runtime import autocast, memory_format, resolve_precision
 

@@ -5,15 +5,16 @@ import pandas as pd
 import pytest
 import torch
 
-from unetflow.evaluate import evaluate_volume
-from unetflow.inference import TileInferer, predict_array
+from unetflow.inference.inferer import TileInferer, predict_array
 from unetflow.intensity import image_stats
 from unetflow.models import UNet, UNetConfig
 from unetflow.models.checkpoint import save_checkpoint
-from unetflow.predict import PredictJob, decode, predict_volume
-from unetflow.report import summarize, write_report
-from unetflow.segment import label_slab, segment_volume
-from unetflow.store import open_image
+from unetflow.segmentation import label_slab
+from unetflow.stages.evaluate import evaluate_volume
+from unetflow.stages.predict import PredictJob, predict_volume
+from unetflow.stages.report import summarize, write_report
+from unetflow.stages.segment import segment_volume
+from unetflow.store import decode_probabilities, open_image
 
 
 def predict(model, source, out, block=(1, 64, 64), dtype="float16"):
@@ -47,7 +48,7 @@ def test_predict_matches_in_memory_tiling(model_file, ingested, small_stack, tmp
 def test_uint8_probabilities_and_bad_dtype(model_file, ingested, tmp_path):
     path, _ = model_file
     out = predict(path, ingested[0], tmp_path / "u.ome.zarr", dtype="uint8")
-    p = decode(open_image(out).array[:])
+    p = decode_probabilities(open_image(out).array[:])
     assert p.min() >= 0 and p.max() <= 1
     np.testing.assert_allclose(p.sum(0), 1.0, atol=2 / 255)
     with pytest.raises(ValueError, match="predict.dtype"):
@@ -67,7 +68,7 @@ def test_segment_evaluate_report(model_file, ingested, tmp_path):
     probs = predict(path, ingested[0], tmp_path / "p.ome.zarr")
     seg = open_image(segment_volume(probs, tmp_path / "s.ome.zarr", threshold=0.5))
     assert seg.dtype == np.uint32 and seg.shape == (3, 96, 80)
-    cell = decode(open_image(probs).array[1]) > 0.5
+    cell = decode_probabilities(open_image(probs).array[1]) > 0.5
     np.testing.assert_array_equal(seg.array[:] > 0, cell)
     frame = evaluate_volume(tmp_path / "s.ome.zarr", ingested[1], tmp_path / "m.csv", name="v")
     assert list(frame["slice"]) == [0, 1, 2]

@@ -1,7 +1,7 @@
 import numpy as np
 from scipy import ndimage
 
-from unetflow.synthetic import synthesize, write_dataset
+from unetflow.stages.synthetic import synthesize, write_dataset
 
 
 def test_deterministic_and_seed_dependent():

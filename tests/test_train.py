@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from unetflow import train as train_module
 from unetflow.augment import AugmentParams
-from unetflow.hard_tiles import TileDifficulty
 from unetflow.models.checkpoint import load_checkpoint, load_model
-from unetflow.train import Interrupted, TrainSettings, fingerprint, train
-from unetflow.training_data import TileSampler, load_slices, load_validation
-from unetflow.weightmap import WeightParams, compute_weights
+from unetflow.stages.weights import WeightParams, compute_weights
+from unetflow.training import trainer as train_module
+from unetflow.training.data import TileSampler, load_slices, load_validation
+from unetflow.training.sampling import TileDifficulty
+from unetflow.training.settings import TrainSettings
+from unetflow.training.trainer import Interrupted, fingerprint, train
 
 MODEL = {"base_width": 4, "levels": 3}
 
@@ -174,7 +175,7 @@ def test_bad_settings_are_named():
 
 
 def test_schedules_and_logged_speed(data, tmp_path):
-    from unetflow.train import lr_factor
+    from unetflow.training.trainer import lr_factor
 
     assert lr_factor("none", 5, 10) == 1.0
     assert lr_factor("poly", 0, 10) == 1.0 and lr_factor("poly", 10, 10) == 0.0

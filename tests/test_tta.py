@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from unetflow.blocks import read_mirrored
-from unetflow.inference import TileInferer, predict_array
+from unetflow.inference.inferer import TileInferer, predict_array
+from unetflow.inference.tta import test_time_transforms as transforms_for
 from unetflow.intensity import IntensityStats
 from unetflow.models import UNet, UNetConfig
-from unetflow.tta import test_time_transforms as transforms_for
 
 IDENTITY = IntensityStats(0.0, 1.0)
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from unetflow.inference import TileInferer, predict_array
+from unetflow.inference.inferer import TileInferer, predict_array
 from unetflow.intensity import IntensityStats
 from unetflow.losses import segmentation_loss
 from unetflow.models import build_model

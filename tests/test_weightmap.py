@@ -4,8 +4,8 @@ import tifffile
 from conftest import naive_two_nearest
 
 from unetflow.labels import BINARY_255, INSTANCES, instance_labels
+from unetflow.stages.weights import WeightParams, class_weights, compute_weights, cutoff_distance, weight_map
 from unetflow.store import open_image
-from unetflow.weightmap import WeightParams, class_weights, compute_weights, cutoff_distance, weight_map
 
 
 def reference(labels, w0=10.0, sigma=5.0):

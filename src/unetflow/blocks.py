@@ -6,12 +6,15 @@ region grown by the model's context; may extend past the volume, where it is fil
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 Region = tuple[slice, ...]
+DONE_DIR = ".unetflow_blocks"  # inside a partial store: one empty file per finished block
 
 
 @dataclass(frozen=True)
@@ -74,3 +77,28 @@ def read_mirrored(array, region: Region) -> np.ndarray:
         folds.append(idx - lo)
     data = np.asarray(array[tuple(spans)])
     return data[np.ix_(*folds)]
+
+
+# The record of finished blocks: one empty file per block inside the partial store, written after the block's
+# chunk, so a block is recorded only once its data is on disk.
+def block_key(index: Sequence[int]) -> str:
+    return ".".join(map(str, index))
+
+
+def start_records(store: str | Path) -> None:
+    (Path(store) / DONE_DIR).mkdir()
+
+
+def record_done(store: str | Path, index: Sequence[int]) -> None:
+    (Path(store) / DONE_DIR / block_key(index)).touch()
+
+
+def done_blocks(store: Path) -> set[str]:
+    d = Path(store) / DONE_DIR
+    return set(os.listdir(d)) if d.is_dir() else set()
+
+
+def remove_records(store: str | Path) -> None:
+    import shutil
+
+    shutil.rmtree(Path(store) / DONE_DIR, ignore_errors=True)

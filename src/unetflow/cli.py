@@ -25,7 +25,7 @@ def _json(text: str) -> dict:
 
 
 def cmd_synth(a: argparse.Namespace) -> None:
-    from unetflow.synthetic import write_dataset
+    from unetflow.stages.synthetic import write_dataset
 
     shapes = {"train": a.train, "validation": a.validation, "volume": a.volume}
     for path in write_dataset(a.out, shapes, a.seed):
@@ -33,27 +33,28 @@ def cmd_synth(a: argparse.Namespace) -> None:
 
 
 def cmd_ingest(a: argparse.Namespace) -> None:
-    from unetflow.ingest import ingest
+    from unetflow.stages.ingest import ingest
 
     ingest(a.source, a.out, a.kind, a.voxel_size, a.chunks, a.unit, a.z_range)
 
 
 def cmd_weights(a: argparse.Namespace) -> None:
-    from unetflow.weightmap import WeightParams, compute_weights
+    from unetflow.stages.weights import WeightParams, compute_weights
 
     params = WeightParams(a.w0, a.sigma, a.balance, a.connectivity, a.tolerance, a.dims)
     compute_weights(a.labels, a.out, params)
 
 
 def cmd_figure_weights(a: argparse.Namespace) -> None:
-    from unetflow.figures import weight_figure
+    from unetflow.stages.figures import weight_figure
 
     weight_figure(a.images, a.labels, a.weights, a.out, a.slice)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from unetflow.train import TrainSettings, fingerprint, train
-    from unetflow.training_data import load_slices, load_validation
+    from unetflow.training.data import load_slices, load_validation
+    from unetflow.training.settings import TrainSettings
+    from unetflow.training.trainer import fingerprint, train
 
     if len(a.images) != len(a.labels) or (a.weights and len(a.weights) != len(a.labels)):
         raise ValueError("--images, --labels (and --weights) need the same number of paths")
@@ -84,7 +85,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 def cmd_predict(a: argparse.Namespace) -> None:
     from unetflow.executor import SchedulerSpec
-    from unetflow.predict import PredictJob, finalize, predict_volume
+    from unetflow.stages.predict import PredictJob, finalize, predict_volume
 
     if a.gather:
         print(finalize(a.out))
@@ -96,19 +97,19 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
 
 def cmd_segment(a: argparse.Namespace) -> None:
-    from unetflow.segment import segment_volume
+    from unetflow.stages.segment import segment_volume
 
     segment_volume(a.probabilities, a.out, a.threshold, a.connectivity)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from unetflow.evaluate import evaluate_volume
+    from unetflow.stages.evaluate import evaluate_volume
 
     evaluate_volume(a.segmentation, a.truth, a.out, a.connectivity, a.name)
 
 
 def cmd_report(a: argparse.Namespace) -> None:
-    from unetflow.report import write_report
+    from unetflow.stages.report import write_report
 
     for path in write_report(a.metrics, a.experiments, a.out):
         print(path)

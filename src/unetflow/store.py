@@ -20,6 +20,7 @@ import zarr
 
 OME_VERSION = "0.5"
 TIFF_SUFFIXES = (".tif", ".tiff")
+OUTPUT_DTYPES = ("float16", "float32", "uint8")  # how probabilities may be stored
 
 
 @dataclass
@@ -210,3 +211,18 @@ def set_attrs(path: str | Path, attrs: dict[str, Any]) -> None:
     merged = dict(group.attrs.get("unetflow", {}))
     merged.update(attrs)
     group.attrs["unetflow"] = merged
+
+
+def encode_probabilities(probs: np.ndarray, dtype: str) -> np.ndarray:
+    """Probabilities in [0, 1] as stored: floats as they are, uint8 scaled to 0..255."""
+    if dtype == "uint8":
+        return np.round(np.clip(probs, 0, 1) * 255).astype(np.uint8)
+    return probs.astype(dtype)
+
+
+def decode_probabilities(stored: np.ndarray) -> np.ndarray:
+    """Stored probabilities back to float32 in [0, 1]."""
+    stored = np.asarray(stored)
+    if stored.dtype == np.uint8:
+        return stored.astype(np.float32) / 255
+    return stored.astype(np.float32)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
-from unetflow.training_data import TileSampler
+from unetflow.training.data import TileSampler
 
 
 class TileDifficulty:

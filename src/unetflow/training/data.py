@@ -100,7 +100,7 @@ class TileSampler(Dataset):
 
     def __getitem__(self, index: int | tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample `index`: an int i (uniform position), or (i, item, centre) for a tile placed by a sampler
-        such as `unetflow.hard_tiles.HardTileOrder`; the augmentation is sample i's either way."""
+        such as `unetflow.training.sampling.HardTileOrder`; the augmentation is sample i's either way."""
         i = index[0] if isinstance(index, tuple) else int(index)
         rng = np.random.default_rng([self.seed, i])
         k, centre = self._uniform_position(rng)  # drawn in every case: keeps sample i's augmentation stream

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -25,34 +24,28 @@ import numpy as np
 import torch
 import zarr
 
-from unetflow.blocks import Block
+from unetflow.blocks import Block, block_key, done_blocks, record_done, remove_records, start_records
 from unetflow.blocks import shard as shard_blocks
-from unetflow.budget import auto_block
 from unetflow.executor import SchedulerSpec, run_tasks
-from unetflow.inference import BlockPlan, TileInferer, infer_block, plan_blocks
+from unetflow.inference.budget import auto_block
+from unetflow.inference.inferer import TileInferer, infer_block
+from unetflow.inference.tiling import BlockPlan, plan_blocks
 from unetflow.intensity import image_stats
 from unetflow.models.checkpoint import load_model
 from unetflow.runtime import release_free_memory, resolve_precision, select_device, set_threads
-from unetflow.store import Image, as_zyx, create_image, open_image, partial_path, remove, set_attrs
+from unetflow.store import (
+    OUTPUT_DTYPES,
+    Image,
+    as_zyx,
+    create_image,
+    encode_probabilities,
+    open_image,
+    partial_path,
+    remove,
+    set_attrs,
+)
 
 log = logging.getLogger(__name__)
-
-OUTPUT_DTYPES = ("float16", "float32", "uint8")
-DONE_DIR = ".unetflow_blocks"  # inside the partial store: one empty file per finished block
-
-
-def encode(probs: np.ndarray, dtype: str) -> np.ndarray:
-    """Probabilities in [0, 1] as stored: floats as they are, uint8 scaled to 0..255."""
-    if dtype == "uint8":
-        return np.round(np.clip(probs, 0, 1) * 255).astype(np.uint8)
-    return probs.astype(dtype)
-
-
-def decode(stored: np.ndarray) -> np.ndarray:
-    stored = np.asarray(stored)
-    if stored.dtype == np.uint8:
-        return stored.astype(np.float32) / 255
-    return stored.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -129,17 +122,13 @@ def _worker(job: PredictJob) -> _Worker:
         return _workers[job]
 
 
-def block_key(index: Sequence[int]) -> str:
-    return ".".join(map(str, index))
-
-
 def process_block(job: PredictJob, index: tuple[int, ...]) -> int:
     """Compute, write and record one block; returns its number of voxels."""
     w = _worker(job)
     block = w.blocks[index]
     probs = infer_block(w.inferer, w.image.array, block, w.plan, w.stats)
-    w.target[(slice(None), *block.write)] = encode(probs, job.dtype)
-    (job.store / DONE_DIR / block_key(index)).touch()
+    w.target[(slice(None), *block.write)] = encode_probabilities(probs, job.dtype)
+    record_done(job.store, index)
     release_free_memory()
     return int(np.prod(probs.shape[1:]))
 
@@ -204,18 +193,13 @@ def prepare_store(job: PredictJob, print_: str, shape: tuple[int, ...], image: I
             image.unit,
             attrs={**attrs, "fingerprint": print_},
         )
-        (fresh / DONE_DIR).mkdir()
+        start_records(fresh)
         try:
             fresh.rename(store)
             return False
         except OSError:  # another shard won the race
             remove(fresh)
     raise RuntimeError(f"{store}: could not create or reuse the partial output")
-
-
-def done_blocks(store: Path) -> set[str]:
-    d = Path(store) / DONE_DIR
-    return set(os.listdir(d)) if d.is_dir() else set()
 
 
 def chunk_indices(store: Path) -> list[tuple[int, ...]]:
@@ -239,7 +223,7 @@ def finalize(out: str | Path) -> Path:
             "re-run the predict shards that did not finish"
         )
     set_attrs(store, {"complete": True})
-    remove(store / DONE_DIR)
+    remove_records(store)
     remove(out)
     store.rename(out)
     return out

@@ -1,0 +1,1 @@
+"""The training engine: settings, data, tile sampling, the trainer and weight averaging."""
