@@ -68,7 +68,7 @@ def main() -> None:
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
-            train(model, settings, slices, [], tmp, args.device, args.threads, f"bench{workers}")
+            train(model, settings, slices, [], tmp, args.device, args.threads, {"fingerprint": f"bench{workers}"})
             with open(Path(tmp) / "train_log.csv") as f:
                 row = list(csv.DictReader(f))[-1]
         speed, wait = float(row["iterations_per_second"]), float(row["data_wait_share"])

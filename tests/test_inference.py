@@ -7,7 +7,7 @@ from unetflow.inference.inferer import TileInferer, infer_block, predict_array
 from unetflow.inference.tiling import plan_blocks
 from unetflow.intensity import IntensityStats
 from unetflow.models import UNet, UNetConfig
-from unetflow.models.unet import build_model
+from unetflow.models.registry import build_model
 
 IDENTITY = IntensityStats(0.0, 1.0)
 

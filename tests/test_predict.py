@@ -52,8 +52,8 @@ def read(path):
 def test_killed_run_resumes_bit_for_bit(model_path, volume, tmp_path):
     reference = read(predict_volume(job(model_path, volume, tmp_path / "ref.ome.zarr")))
     out = tmp_path / "p.ome.zarr"
-    cmd = [sys.executable, "-m", "unetflow", "predict", model_path, volume, str(out), "--block", "1", "24", "16"]
-    cmd += ["--dtype", "float32", "--device", "cpu", "--threads", "1"]
+    cmd = [sys.executable, "-m", "unetflow", "predict", model_path, volume, str(out)]
+    cmd += ["--settings", '{"block": [1, 24, 16], "dtype": "float32"}', "--device", "cpu", "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     done_dir = partial_path(out) / DONE_DIR
@@ -91,9 +91,9 @@ def test_shards_cover_every_block_once_and_gather_checks(model_path, volume, tmp
 def test_partial_output_from_other_settings_is_discarded(model_path, volume, tmp_path):
     out = tmp_path / "o.ome.zarr"
     predict_volume(job(model_path, volume, out, dtype="uint8"), shard=(0, 2))
-    first = zarr.open_group(str(partial_path(out)), mode="r").attrs["unetflow"]["fingerprint"]
+    first = zarr.open_group(str(partial_path(out)), mode="r").attrs["unetflow"]["provenance"]["fingerprint"]
     final = predict_volume(job(model_path, volume, out, dtype="float32"))
-    assert zarr.open_group(str(final), mode="r").attrs["unetflow"]["fingerprint"] != first
+    assert zarr.open_group(str(final), mode="r").attrs["unetflow"]["provenance"]["fingerprint"] != first
     assert read(final).dtype == np.float32
     assert list(tmp_path.iterdir()) == [out]
 

@@ -81,13 +81,15 @@ def test_segment_evaluate_report(model_file, ingested, tmp_path):
 
 
 def test_segment_and_evaluate_refuse_mismatches(ingested, tmp_path):
-    with pytest.raises(ValueError, match="czyx"):
+    with pytest.raises(ValueError, match="not a finished prediction"):
         segment_volume(ingested[0], tmp_path / "s.ome.zarr")
     with pytest.raises(ValueError, match="threshold"):
         segment_volume(ingested[0], tmp_path / "s.ome.zarr", threshold=1.5)
 
 
 def test_summary_statistics():
-    frame = pd.DataFrame({"experiment": ["e"] * 2, "volume": ["v"] * 2, "slice": [0, 1], "rand_error": [0.1, 0.3]})
+    frame = pd.DataFrame(
+        {"experiment": ["e"] * 2, "fold": [None] * 2, "volume": ["v"] * 2, "slice": [0, 1], "rand_error": [0.1, 0.3]}
+    )
     s = summarize(frame)
     assert s.loc[0, "rand_error"] == pytest.approx(0.2) and s.loc[0, "rand_error_std"] == pytest.approx(0.1)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 TINY = {
     "results": "results",
-    "synthetic": {"enabled": True, "seed": 3, "train": [3, 96, 96], "validation": [2, 96, 96], "volume": [2, 100, 120]},
+    "synthetic": {"seed": 3, "train": [3, 96, 96], "validation": [2, 96, 96], "volume": [2, 100, 120]},
     "datasets": {
         "tiny_train": {
             "images": "results/synthetic/train-images.tif",
@@ -32,11 +32,12 @@ TINY = {
         },
         "tiny_volume": {"images": "results/synthetic/volume-images.tif", "voxel_size": [50, 4, 4]},
     },
-    "experiment": {
-        "name": "tiny",
-        "train": ["tiny_train"],
-        "validation": ["tiny_validation"],
-        "predict": ["tiny_validation", "tiny_volume"],
+    "experiments": {
+        "tiny": {
+            "train_on": ["tiny_train"],
+            "validate_on": ["tiny_validation"],
+            "predict_on": ["tiny_validation", "tiny_volume"],
+        }
     },
     "model": {"base_width": 4, "levels": 3, "slice_context": 1},
     "train": {
@@ -102,18 +103,23 @@ def test_every_output_exists_and_metrics_are_in_range(pipeline):
         seg = open_image(r / "tiny" / v / "segmentation.ome.zarr")
         assert probs.axes == "czyx" and seg.axes == "zyx" and probs.shape[1:] == seg.shape
     assert open_image(r / "tiny" / "tiny_volume" / "segmentation.ome.zarr").shape == (2, 100, 120)
-    assert open_image(r / "data" / "tiny_train" / "weights.ome.zarr").array[:].min() > 0
+    (weights,) = (r / "data" / "tiny_train").glob("weights-*.ome.zarr")
+    assert open_image(weights).array[:].min() > 0
     assert (r / "models" / "tiny" / "model.pt").exists()
     log = pd.read_csv(r / "models" / "tiny" / "train_log.csv")
     assert list(log["iteration"]) == [4, 8]
     metrics = pd.read_csv(r / "report" / "metrics.csv")
     summary = pd.read_csv(r / "report" / "summary.csv")
     assert len(metrics) == 2 and list(summary["volume"]) == ["tiny_validation"]
-    values = metrics.drop(columns=["experiment", "volume", "slice"]).to_numpy()
+    assert list(summary["experiment"]) == ["tiny"] and summary["fold"].isna().all()
+    values = metrics.drop(columns=["experiment", "fold", "volume", "slice"]).to_numpy()
     assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
     for rule in ("synthesize", "train", "report"):
         assert list((r / "logs").rglob(f"*{rule}*")) or rule == "synthesize"
-    assert (r / "report" / "weights_tiny_train.png").stat().st_size > 1000
+    (figure,) = (r / "report" / "weights").glob("tiny_train-*.png")
+    assert figure.stat().st_size > 1000
+    for store in (weights, r / "tiny" / "tiny_volume" / "segmentation.ome.zarr"):
+        assert len(open_image(store).attrs["provenance"]["fingerprint"]) == 32
     assert not list(r.rglob("*.partial"))
 
 
@@ -168,7 +174,7 @@ def test_bad_config_is_refused_with_the_setting_named(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     run = snakemake(tmp_path, "--configfile", "bad.yaml", "-n")
     assert run.returncode != 0 and "rmsprop" in run.stdout + run.stderr
-    missing = dict(TINY, experiment={**TINY["experiment"], "train": ["tiny_volume"]})
+    missing = dict(TINY, experiments={"tiny": {**TINY["experiments"]["tiny"], "train_on": ["tiny_volume"]}})
     (tmp_path / "missing.yaml").write_text(yaml.safe_dump(missing))
     run = snakemake(tmp_path, "--configfile", "missing.yaml", "-n")
     assert run.returncode != 0 and "tiny_volume" in run.stdout + run.stderr and "labels" in run.stdout + run.stderr

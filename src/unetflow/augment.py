@@ -18,24 +18,33 @@ Lee et al. 2017 and gunpowder's DefectAugment do) instead of merging the cells o
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from unetflow.settings import check, defaults
+
+_D = defaults("augment")
+
 
 @dataclass(frozen=True)
 class AugmentParams:
-    flip: bool = True
-    rotate: bool = True
-    elastic_sigma: float = 10.0
-    elastic_grid: int = 3
-    contrast: float = 0.1
-    brightness: float = 0.1
-    defect_rate: float = 0.0
-    defect_size: float = 24.0
+    """Augmentation settings (`train.augment` in the config schema, where their defaults and checks live)."""
+
+    flip: bool = _D["flip"]
+    rotate: bool = _D["rotate"]
+    elastic_sigma: float = _D["elastic_sigma"]
+    elastic_grid: int = _D["elastic_grid"]
+    contrast: float = _D["contrast"]
+    brightness: float = _D["brightness"]
+    defect_rate: float = _D["defect_rate"]
+    defect_size: float = _D["defect_size"]
+
+    def __post_init__(self) -> None:
+        check("augment", asdict(self), "train.augment")
 
 
 @functools.lru_cache(maxsize=64)

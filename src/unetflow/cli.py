@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 
 from unetflow import __version__
+from unetflow.settings import check, default, defaults
+
+SETTINGS_HELP = "the {section} section of the config as JSON (defaults and checks: the config schema)"
 
 
 def _triple(name: str) -> dict:
@@ -41,8 +45,7 @@ def cmd_ingest(a: argparse.Namespace) -> None:
 def cmd_weights(a: argparse.Namespace) -> None:
     from unetflow.stages.weights import WeightParams, compute_weights
 
-    params = WeightParams(a.w0, a.sigma, a.balance, a.connectivity, a.tolerance, a.dims)
-    compute_weights(a.labels, a.out, params)
+    compute_weights(a.labels, a.out, WeightParams.from_dict(a.settings))
 
 
 def cmd_figure_weights(a: argparse.Namespace) -> None:
@@ -52,25 +55,12 @@ def cmd_figure_weights(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from unetflow.training.data import load_slices, load_validation
-    from unetflow.training.settings import TrainSettings
-    from unetflow.training.trainer import fingerprint, train
+    from unetflow.experiment import Experiment
+    from unetflow.stages.train import run
 
-    if len(a.images) != len(a.labels) or (a.weights and len(a.weights) != len(a.labels)):
-        raise ValueError("--images, --labels (and --weights) need the same number of paths")
-    if len(a.val_images) != len(a.val_labels):
-        raise ValueError("--val-images and --val-labels need the same number of paths")
-    settings = TrainSettings.from_dict(a.settings)
-    data = load_slices(
-        a.images,
-        a.labels,
-        a.weights,
-        dims=int(a.model.get("dims") or 2),
-        slice_context=int(a.model.get("slice_context") or 0),
-    )
-    validation = load_validation(a.val_images, a.val_labels)
-    run_id = fingerprint(a.model, settings, a.images + a.labels + (a.weights or []))
-    train(a.model, settings, data, validation, a.out, a.device, a.threads, run_id)
+    experiment = Experiment.from_dict(a.experiment)
+    job = {"workers": a.workers, "checkpoint_every": a.checkpoint_every}
+    run(experiment, a.images, a.labels, a.weights, a.val_images, a.val_labels, a.out, a.device, a.threads, job)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -90,28 +80,28 @@ def cmd_predict(a: argparse.Namespace) -> None:
     if a.gather:
         print(finalize(a.out))
         return
-    job = PredictJob(
-        a.model, a.source, a.out, tuple(a.block), a.dtype, a.tta, a.batch_size, a.device, a.threads, a.precision
-    )
+    job = PredictJob.from_settings(a.model, a.source, a.out, a.settings, a.fold, a.batch_size, a.device, a.threads)
     print(predict_volume(job, SchedulerSpec(a.scheduler, a.workers), a.shard, a.memory_mb))
 
 
 def cmd_segment(a: argparse.Namespace) -> None:
     from unetflow.stages.segment import segment_volume
 
-    segment_volume(a.probabilities, a.out, a.threshold, a.connectivity)
+    settings = check("segment", a.settings)
+    segment_volume(a.probabilities, a.out, settings["threshold"], settings["connectivity"])
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from unetflow.stages.evaluate import evaluate_volume
 
-    evaluate_volume(a.segmentation, a.truth, a.out, a.connectivity, a.name)
+    settings = check("evaluate", a.settings)
+    evaluate_volume(a.segmentation, a.truth, a.out, settings["connectivity"], a.name)
 
 
 def cmd_report(a: argparse.Namespace) -> None:
     from unetflow.stages.report import write_report
 
-    for path in write_report(a.metrics, a.experiments, a.out):
+    for path in write_report(a.metrics, a.runs, a.out):
         print(path)
 
 
@@ -120,21 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"unetflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
+    synthetic, ingest = defaults("synthetic"), defaults("ingest")
     s = sub.add_parser("synth", help="write the synthetic EM-like dataset (TIFF stacks)")
     s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--train", default=[8, 256, 256], **_triple("training stack shape"))
-    s.add_argument("--validation", default=[4, 256, 256], **_triple("validation stack shape"))
-    s.add_argument("--volume", default=[16, 512, 512], **_triple("unlabelled volume shape"))
+    s.add_argument("--seed", type=int, default=synthetic["seed"])
+    s.add_argument("--train", default=synthetic["train"], **_triple("training stack shape"))
+    s.add_argument("--validation", default=synthetic["validation"], **_triple("validation stack shape"))
+    s.add_argument("--volume", default=synthetic["volume"], **_triple("unlabelled volume shape"))
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("ingest", help="TIFF stack (file, folder or glob) to OME-Zarr")
     s.add_argument("source")
     s.add_argument("out")
     s.add_argument("--kind", choices=["image", "labels"], default="image")
-    s.add_argument("--voxel-size", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("Z", "Y", "X"))
-    s.add_argument("--unit", default="nanometer")
-    s.add_argument("--chunks", default=[1, 512, 512], **_triple("chunk shape"))
+    s.add_argument(
+        "--voxel-size", type=float, nargs=3, default=default("dataset", "voxel_size"), metavar=("Z", "Y", "X")
+    )
+    s.add_argument("--unit", default=default("dataset", "unit"))
+    s.add_argument("--chunks", default=ingest["chunks"], **_triple("chunk shape"))
     s.add_argument(
         "--z-range", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="ingest only slices START..STOP-1"
     )
@@ -143,12 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("weights", help="the paper's weight map of a label OME-Zarr")
     s.add_argument("labels")
     s.add_argument("out")
-    s.add_argument("--w0", type=float, default=10.0)
-    s.add_argument("--sigma", type=float, default=5.0)
-    s.add_argument("--balance", choices=["dataset", "image", "none"], default="dataset")
-    s.add_argument("--connectivity", type=int, default=None)
-    s.add_argument("--tolerance", type=float, default=5e-7)
-    s.add_argument("--dims", type=int, choices=[2, 3], default=2)
+    s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="weights"))
     s.set_defaults(func=cmd_weights)
 
     s = sub.add_parser("figure-weights", help="PNG: image, labels and weight map of one slice")
@@ -160,33 +148,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_figure_weights)
 
     s = sub.add_parser("train", help="train a U-Net; writes model.pt and train_log.csv")
+    s.add_argument("--experiment", type=_json, required=True, help="the run: name, model, train and fold as JSON")
     s.add_argument("--images", nargs="+", required=True)
     s.add_argument("--labels", nargs="+", required=True)
     s.add_argument("--weights", nargs="*", default=None)
     s.add_argument("--val-images", nargs="*", default=[])
     s.add_argument("--val-labels", nargs="*", default=[])
-    s.add_argument("--model", type=_json, default={}, help="model settings as JSON")
-    s.add_argument("--settings", type=_json, default={}, help="training settings as JSON")
     s.add_argument("--out", required=True)
-    s.add_argument("--device", default="auto")
+    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: train.workers)")
+    s.add_argument("--checkpoint-every", type=int, default=None, help="default: train.checkpoint_every")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("predict", help="overlap-tile inference into probabilities OME-Zarr")
     s.add_argument("model")
     s.add_argument("source")
     s.add_argument("out")
-    s.add_argument("--block", default=[0, 0, 0], **_triple("output block (chunk) shape; 0: largest within --memory-mb"))
-    s.add_argument("--memory-mb", type=float, default=2048, help="memory for one batch of tiles (automatic block)")
-    s.add_argument("--dtype", choices=["float16", "float32", "uint8"], default="float16")
-    s.add_argument("--tta", action="store_true", help="average over the 8 flips/90-degree rotations (3D: 8 flips)")
-    s.add_argument("--device", default="auto")
-    s.add_argument(
-        "--precision", choices=["auto", "fp32", "bf16"], default="auto", help="auto: bf16 autocast on CUDA, fp32 on CPU"
-    )
+    s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="predict"))
+    s.add_argument("--fold", type=_shard, default=None, help="predict only the held-out slices of fold I of K (I/K)")
+    s.add_argument("--memory-mb", type=float, default=None, help="memory for one batch of tiles (automatic block)")
+    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     s.add_argument("--scheduler", default="threads", help="threads, local (LocalCluster) or tcp://host:port")
     s.add_argument("--workers", type=int, default=1, help="threads, or LocalCluster worker processes")
-    s.add_argument("--batch-size", type=int, default=4)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--shard", type=_shard, default=(0, 1), help="process only the i-th of N block subsets (i/N)")
     s.add_argument("--gather", action="store_true", help="check that all shards are done and finish the output")
@@ -195,8 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("segment", help="threshold + connected components into labels OME-Zarr")
     s.add_argument("probabilities")
     s.add_argument("out")
-    s.add_argument("--threshold", type=float, default=0.5)
-    s.add_argument("--connectivity", type=int, choices=[4, 8], default=4)
+    s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="segment"))
     s.set_defaults(func=cmd_segment)
 
     s = sub.add_parser("evaluate", help="per-slice metrics against ground truth into CSV")
@@ -204,12 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("truth")
     s.add_argument("out")
     s.add_argument("--name", default="")
-    s.add_argument("--connectivity", type=int, choices=[4, 8], default=4)
+    s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="evaluate"))
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("report", help="collect metric CSVs into metrics.csv and summary.csv")
+    s = sub.add_parser("report", help="collect metric CSVs into metrics.csv, summary.csv and cross_validation.csv")
     s.add_argument("--metrics", nargs="+", required=True)
-    s.add_argument("--experiments", nargs="+", required=True)
+    s.add_argument("--runs", nargs="+", required=True, help="the run of each metrics file: name or name/fold<i>")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_report)
     return p
@@ -217,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A stage's messages go to stderr, which every rule sends to its log.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

@@ -8,6 +8,7 @@ live next to the OME metadata under the group attribute "unetflow".
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -172,6 +173,36 @@ class _AddLeadingAxis:
         return data[None][key[0]] if isinstance(key[0], slice) else data
 
 
+def z_window(image: Image, z_range: Sequence[int]) -> Image:
+    """A lazy view of slices [start, stop) of a zyx image (read as a stack of its own)."""
+    start, stop = (int(v) for v in z_range)
+    if image.axes != "zyx" or not 0 <= start < stop <= image.shape[0]:
+        raise ValueError(f"{image.path}: slices [{start}, {stop}) are not within its {image.shape[0]} slices")
+    return Image(_ZWindow(image.array, start, stop), "zyx", image.voxel_size, image.unit, image.attrs, image.path)
+
+
+class _ZWindow:
+    """Index slices [start, stop) of a zyx array as if they were the whole array."""
+
+    def __init__(self, array: Any, start: int, stop: int):
+        self._a, self._start = array, start
+        self.shape = (stop - start, *array.shape[1:])
+        self.dtype = array.dtype
+        self.ndim = 3
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        z = key[0]
+        if isinstance(z, slice):
+            first, last, step = z.indices(self.shape[0])
+            z = slice(first + self._start, last + self._start, step)
+        elif isinstance(z, int | np.integer):
+            z = int(z) + self._start if z >= 0 else int(z) + self._start + self.shape[0]
+        else:
+            raise TypeError(f"unsupported index {z!r}")
+        return np.asarray(self._a[(z, *key[1:])])
+
+
 def partial_path(path: str | Path) -> Path:
     """Where an output is built before it is complete."""
     path = Path(path)
@@ -201,8 +232,26 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     except BaseException:
         remove(tmp)
         raise
-    remove(path)
-    tmp.rename(path)
+    if tmp.is_dir():
+        remove(path)
+        tmp.rename(path)
+    else:  # a file replaces its old version in one step
+        tmp.replace(path)
+
+
+def sidecar(path: str | Path) -> Path:
+    """Where the provenance record of a CSV output lives."""
+    path = Path(path)
+    return path.with_name(path.name + ".provenance.json")
+
+
+def write_table(frame: Any, out: str | Path, record: dict) -> Path:
+    """Write a CSV atomically, its provenance record first: a CSV present always has its record."""
+    with atomic_output(sidecar(out)) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    with atomic_output(out) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+    return Path(out)
 
 
 def set_attrs(path: str | Path, attrs: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -9,18 +10,28 @@ from snakemake.settings.types import DeploymentMethod
 # dependencies runs it: the conda env of envs/unetflow.yaml (--sdm conda), or else the Python environment
 # running Snakemake (e.g. the project's .venv), whose bin/ goes first on PATH.
 SRC = str(Path(workflow.basedir) / "src")
-_PREFIX = f'export PYTHONPATH="{SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; '
+_PREFIX = f"export PYTHONPATH={shlex.quote(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
-    _PREFIX += f'export PATH="{os.path.dirname(sys.executable)}:$PATH"; '
+    _PREFIX += f'export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; '
 shell.prefix(_PREFIX)
+
+# The package's settings (defaults, checks, which stage each setting changes) and provenance (code versions):
+# both import only the standard library, PyYAML and jsonschema.
+sys.path.insert(0, SRC)
+from unetflow.provenance import digest, stage_code
+from unetflow.settings import check, result_settings
+
 RESULTS = config["results"]
-EXPERIMENT = config["experiment"]["name"]
 ENV = "../../envs/unetflow.yaml"
+SECTIONS = ("weights", "model", "train", "predict", "segment", "evaluate")
+RESERVED = {"data", "models", "report", "logs", "benchmarks", "synthetic"}
 
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_-]+",
-    experiment="[A-Za-z0-9_-]+",
+    volume="[A-Za-z0-9_-]+",
+    run="[A-Za-z][A-Za-z0-9_-]*(/fold[0-9]+)?",
+    wkey="[0-9a-f]{10}",
     stack="train|validation|volume",
     shard="[0-9]+",
 
@@ -32,6 +43,22 @@ def results(path):
 def as_json(value):
     """Settings as a canonical JSON string: equal settings give equal params (no spurious re-runs)."""
     return json.dumps(value, sort_keys=True)
+
+
+class Scheduling:
+    """Command-line options that decide how a job runs, never its result (threads, devices, workers). Snakemake's
+    params trigger skips values it cannot represent as plain data, so these reach the shell command without making
+    a change of them re-run anything."""
+
+    def __init__(self, **options):
+        self.options = options
+
+    def __str__(self):
+        words = []
+        for name, value in self.options.items():
+            if value is not None:
+                words += [f"--{name.replace('_', '-')}", shlex.quote(str(value))]
+        return " ".join(words)
 
 
 def dataset(name):
@@ -51,27 +78,93 @@ def has_labels(name):
     return dataset(name)["labels"] is not None
 
 
-RESERVED = {"data", "models", "report", "logs", "benchmarks", "synthetic"}
+def merged(base, override):
+    """`override` merged into `base`, nested sections key by key (lists are replaced)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
-def check_experiment():
-    exp = config["experiment"]
-    if exp["name"] in RESERVED:
+def resolve_experiment(name, entry):
+    """An experiment's data roles and its settings: the top-level sections with its overrides, checked again."""
+    if name in RESERVED:
         raise ValueError(
-            f"config: experiment.name {exp['name']!r} is reserved for other outputs; "
+            f"config: experiments.{name}: the name is reserved for other outputs; "
             f"choose a name other than {sorted(RESERVED)}"
         )
-    for role in ("train", "validation"):
-        for name in exp[role]:
-            if not has_labels(name):
+    entry = check("experiment", entry, f"experiments.{name}")
+    resolved = {
+        role: list(entry[role]) for role in ("train_on", "validate_on", "predict_on")
+    }
+    resolved["folds"] = entry["folds"]
+    for section in SECTIONS:
+        resolved[section] = check(
+            section,
+            merged(config[section], entry[section]),
+            f"experiments.{name}.{section}",
+        )
+    if resolved["weights"]["dims"] is None:
+        resolved["weights"]["dims"] = resolved["model"]["dims"]
+    for role in ("train_on", "validate_on"):
+        for d in resolved[role]:
+            if not has_labels(d):
                 raise ValueError(
-                    f"config: experiment.{role} names dataset {name!r}, which has no 'labels'"
+                    f"config: experiments.{name}.{role} names dataset {d!r}, which has no 'labels'"
                 )
-    for name in exp["predict"]:
-        dataset(name)
+    for d in resolved["predict_on"]:
+        dataset(d)
+    if resolved["folds"] == 1:
+        raise ValueError(
+            f"config: experiments.{name}.folds: 1 fold holds nothing out; use 0 (no folds) or k >= 2"
+        )
+    return resolved
 
 
-check_experiment()
+EXPERIMENTS = {
+    name: resolve_experiment(name, entry)
+    for name, entry in config["experiments"].items()
+}
+
+
+def runs_of(name):
+    k = EXPERIMENTS[name]["folds"]
+    return [f"{name}/fold{i}" for i in range(k)] if k else [name]
+
+
+RUNS = {run: name for name in EXPERIMENTS for run in runs_of(name)}
+
+
+def experiment_of(run):
+    return EXPERIMENTS[RUNS[run]]
+
+
+def fold_of(run):
+    """(index, count) of a fold run, else None."""
+    _, _, fold = run.partition("/")
+    if not fold:
+        return None
+    return int(fold.removeprefix("fold")), experiment_of(run)["folds"]
+
+
+def pool(exp):
+    """The labelled datasets a cross-validation folds over."""
+    return list(dict.fromkeys(exp["train_on"] + exp["validate_on"]))
+
+
+def run_volumes(run):
+    """What a run predicts: its datasets to segment, and in a fold the held-out slices of the pool."""
+    exp = experiment_of(run)
+    if fold_of(run) is None:
+        return exp["predict_on"]
+    return pool(exp) + [v for v in exp["predict_on"] if v not in pool(exp)]
+
+
+def evaluated_volumes(run):
+    return [v for v in run_volumes(run) if has_labels(v)]
 
 
 def images_zarr(name):
@@ -82,33 +175,126 @@ def labels_zarr(name):
     return results(f"data/{name}/labels.ome.zarr")
 
 
-def weights_zarr(name):
-    return results(f"data/{name}/weights.ome.zarr")
+def weights_key(exp):
+    """Weight maps are keyed by their settings: experiments with other settings never share or overwrite one."""
+    return digest(exp["weights"])[:10]
 
 
-def model_file():
-    return results(f"models/{EXPERIMENT}/model.pt")
+WEIGHT_SETTINGS = {weights_key(exp): exp["weights"] for exp in EXPERIMENTS.values()}
 
 
-def volume_dir(volume):
-    return results(f"{EXPERIMENT}/{volume}")
+def weights_zarr(name, exp):
+    return results(f"data/{name}/weights-{weights_key(exp)}.ome.zarr")
 
 
-def evaluated_volumes():
-    return [v for v in config["experiment"]["predict"] if has_labels(v)]
+def model_file(run):
+    return results(f"models/{run}/model.pt")
+
+
+def training_data(run):
+    """(training datasets, validation datasets) of a run; a fold trains and validates on the pool."""
+    exp = experiment_of(run)
+    if fold_of(run) is not None:
+        return pool(exp), []
+    return exp["train_on"], exp["validate_on"]
+
+
+def train_inputs(wildcards):
+    exp = experiment_of(wildcards.run)
+    train, validation = training_data(wildcards.run)
+    return {
+        "images": [images_zarr(d) for d in train],
+        "labels": [labels_zarr(d) for d in train],
+        "weights": [weights_zarr(d, exp) for d in train],
+        "val_images": [images_zarr(d) for d in validation],
+        "val_labels": [labels_zarr(d) for d in validation],
+    }
+
+
+def train_experiment(wildcards):
+    """The run as the train stage reads it: exactly the settings that change the trained model."""
+    exp = experiment_of(wildcards.run)
+    train = result_settings("train", exp["train"], "train")
+    if (
+        train["hard_tile_share"] > 0
+    ):  # hard tiles follow the losses seen so far: workers change the result
+        train["workers"] = exp["train"]["workers"]
+    fold = fold_of(wildcards.run)
+    return as_json(
+        {
+            "name": wildcards.run,
+            "model": exp["model"],
+            "train": train,
+            "fold": {"index": fold[0], "count": fold[1]} if fold else None,
+        }
+    )
+
+
+def predict_settings(wildcards):
+    """The predict settings that change a result; where the block is automatic, what decides its size too."""
+    p = experiment_of(wildcards.run)["predict"]
+    settings = result_settings("predict", p, "predict")
+    if 0 in p["block"]:
+        settings.update(
+            memory_budget_mb=p["memory_budget_mb"], batch_size=p["batch_size"]
+        )
+    return as_json(settings)
+
+
+def predict_fold(wildcards):
+    """`I/K` where a fold run predicts the held-out slices of a pool dataset, else empty."""
+    fold = fold_of(wildcards.run)
+    if fold is None or wildcards.volume not in pool(experiment_of(wildcards.run)):
+        return ""
+    return f"--fold {fold[0]}/{fold[1]}"
+
+
+def shards(wildcards):
+    """Prediction jobs per volume of a run."""
+    return experiment_of(wildcards.run)["predict"]["shards"]
+
+
+def predict_job(wildcards):
+    """How a run's prediction jobs run (scheduling only)."""
+    p = experiment_of(wildcards.run)["predict"]
+    return Scheduling(
+        memory_mb=p["memory_budget_mb"],
+        batch_size=p["batch_size"],
+        scheduler=p["scheduler"],
+        workers=p["workers"],
+        device=p["device"],
+    )
+
+
+def section(stage, name):
+    """A stage's result-changing settings of an experiment's section, as JSON (for params)."""
+    return lambda wildcards: as_json(
+        result_settings(name, experiment_of(wildcards.run)[name], stage)
+    )
+
+
+def setting(name, key):
+    """One setting of a run's experiment (threads, resources)."""
+    return lambda wildcards: experiment_of(wildcards.run)[name][key]
 
 
 def all_outputs():
-    outputs = [
-        results(f"{EXPERIMENT}/{v}/segmentation.ome.zarr")
-        for v in config["experiment"]["predict"]
-    ]
-    outputs += [
-        results(f"report/weights_{d}.png") for d in config["experiment"]["train"][:1]
-    ]
-    if evaluated_volumes():
-        outputs += [results("report/metrics.csv"), results("report/summary.csv")]
-    return outputs
+    outputs = []
+    for run in RUNS:
+        outputs += [
+            results(f"{run}/{v}/segmentation.ome.zarr") for v in run_volumes(run)
+        ]
+    for exp in EXPERIMENTS.values():
+        outputs += [
+            results(f"report/weights/{d}-{weights_key(exp)}.png")
+            for d in exp["train_on"][:1]
+        ]
+    if any(evaluated_volumes(run) for run in RUNS):
+        outputs += [
+            results(f"report/{t}.csv")
+            for t in ("metrics", "summary", "cross_validation")
+        ]
+    return list(dict.fromkeys(outputs))
 
 
 def ingest_source(wildcards):
@@ -119,38 +305,11 @@ def ingest_source(wildcards):
     return source_path(d[key])
 
 
-def ingest_params(wildcards):
+def ingest_options(wildcards):
+    """Every setting that changes an ingested store, as command-line options."""
     d = dataset(wildcards.dataset)
-    args = ["--voxel-size", *map(str, d["voxel_size"]), "--unit", d["unit"]]
+    words = ["--voxel-size", *map(str, d["voxel_size"]), "--unit", d["unit"]]
+    words += ["--chunks", *map(str, config["ingest"]["chunks"])]
     if d["z_range"] is not None:
-        args += ["--z-range", *map(str, d["z_range"])]
-    return " ".join(args)
-
-
-def predict_command(shard_option):
-    """The predict shell command; `shard_option` selects one shard, the gather step, or (empty) everything."""
-    return (
-        "python -m unetflow predict {input.model} {input.images} {params.out} --block {params.block} "
-        "--memory-mb {params.memory_mb} --dtype {params.dtype} {params.tta} --precision {params.precision} "
-        "--batch-size {params.batch_size} "
-        "--scheduler {params.scheduler} --workers {params.workers} --device {params.device} --threads {threads} "
-        + shard_option
-        + " > {log} 2>&1"
-    )
-
-
-def predict_params():
-    """Every setting that changes a prediction, for the predict rules' params."""
-    p = config["predict"]
-    return dict(
-        out=lambda wc: results(f"{wc.experiment}/{wc.volume}/probabilities.ome.zarr"),
-        block=" ".join(map(str, p["block"])),
-        memory_mb=p["memory_budget_mb"],
-        dtype=p["dtype"],
-        tta="--tta" if p["tta"] else "",
-        precision=p["precision"],
-        batch_size=p["batch_size"],
-        scheduler=p["scheduler"],
-        workers=p["workers"],
-        device=p["device"],
-    )
+        words += ["--z-range", *map(str, d["z_range"])]
+    return " ".join(shlex.quote(w) for w in words)

@@ -1,12 +1,12 @@
 rule evaluate:
     """Per-slice pixel error, foreground-restricted Rand error, IoU and Dice against ground truth."""
     input:
-        segmentation=results("{experiment}/{volume}/segmentation.ome.zarr"),
+        segmentation=results("{run}/{volume}/segmentation.ome.zarr"),
         truth=lambda wc: labels_zarr(wc.volume),
     output:
-        results("{experiment}/{volume}/metrics.csv"),
+        results("{run}/{volume}/metrics.csv"),
     log:
-        results("logs/evaluate/{experiment}_{volume}.log"),
+        results("logs/evaluate/{run}/{volume}.log"),
     conda:
         ENV
     threads: 1
@@ -14,7 +14,8 @@ rule evaluate:
         mem_mb=4000,
         runtime=60,
     params:
-        connectivity=config["evaluate"]["connectivity"],
+        settings=section("evaluate", "evaluate"),
+        code=stage_code("evaluate"),
     shell:
-        "python -m unetflow evaluate {input.segmentation} {input.truth} {output} --name {wildcards.volume} "
-        "--connectivity {params.connectivity} > {log} 2>&1"
+        "python -m unetflow evaluate {input.segmentation:q} {input.truth:q} {output:q} --name {wildcards.volume:q} "
+        "--settings {params.settings:q} > {log:q} 2>&1"

@@ -16,8 +16,7 @@ rule ingest:
         runtime=120,
     params:
         kind=lambda wc: "labels" if wc.kind == "labels" else "image",
-        chunks=" ".join(map(str, config["ingest"]["chunks"])),
-        extra=ingest_params,
+        options=ingest_options,
+        code=stage_code("ingest"),
     shell:
-        "python -m unetflow ingest {input} {output} --kind {params.kind} --chunks {params.chunks} "
-        "{params.extra} > {log} 2>&1"
+        "python -m unetflow ingest {input:q} {output:q} --kind {params.kind:q} {params.options} > {log:q} 2>&1"

@@ -1,81 +1,73 @@
-SHARDS = config["predict"]["shards"]
-P = config["predict"]
+rule predict_shard:
+    """One of `predict.shards` cluster jobs: the i-th interleaved subset of a volume's blocks, written into
+    the shared partial output."""
+    input:
+        model=lambda wc: model_file(wc.run),
+        images=lambda wc: images_zarr(wc.volume),
+    output:
+        temp(touch(results("{run}/{volume}/predict_shards/{shard}.done"))),
+    log:
+        results("logs/predict/{run}/{volume}_shard{shard}.log"),
+    benchmark:
+        results("benchmarks/predict/{run}/{volume}_shard{shard}.tsv")
+    conda:
+        ENV
+    threads: setting("predict", "threads")
+    resources:
+        gpu=setting("predict", "gpus"),
+        mem_mb=setting("predict", "mem_mb"),
+        runtime=setting("predict", "runtime"),
+    params:
+        out=lambda wc: results(f"{wc.run}/{wc.volume}/probabilities.ome.zarr"),
+        settings=predict_settings,
+        fold=predict_fold,
+        shards=shards,
+        code=stage_code("predict"),
+        job=predict_job,
+    shell:
+        "python -m unetflow predict {input.model:q} {input.images:q} {params.out:q} --settings {params.settings:q} "
+        "{params.fold} --threads {threads} {params.job} --shard {wildcards.shard}/{params.shards} > {log:q} 2>&1"
 
 
-if SHARDS == 1:
-
-    rule predict:
-        """Overlap-tile inference over a volume with dask, block by block, into class probabilities.
-        Resumable: a killed job re-run computes only the blocks not yet recorded in the partial output.
-        """
-        input:
-            model=model_file(),
-            images=lambda wc: images_zarr(wc.volume),
-        output:
-            directory(results("{experiment}/{volume}/probabilities.ome.zarr")),
-        log:
-            results("logs/predict/{experiment}_{volume}.log"),
-        benchmark:
-            results("benchmarks/predict/{experiment}_{volume}.tsv")
-        conda:
-            ENV
-        threads: P["threads"]
-        resources:
-            gpu=P["gpus"],
-            mem_mb=P["mem_mb"],
-            runtime=P["runtime"],
-        params:
-            **predict_params(),
-        shell:
-            predict_command("")
-
-else:
-
-    rule predict_shard:
-        """One of `predict.shards` cluster jobs: the i-th interleaved subset of a volume's blocks, written into
-        the shared partial output."""
-        input:
-            model=model_file(),
-            images=lambda wc: images_zarr(wc.volume),
-        output:
-            temp(touch(results("{experiment}/{volume}/predict_shards/{shard}.done"))),
-        log:
-            results("logs/predict/{experiment}_{volume}_shard{shard}.log"),
-        benchmark:
-            results("benchmarks/predict/{experiment}_{volume}_shard{shard}.tsv")
-        conda:
-            ENV
-        threads: P["threads"]
-        resources:
-            gpu=P["gpus"],
-            mem_mb=P["mem_mb"],
-            runtime=P["runtime"],
-        params:
-            **predict_params(),
-            shards=SHARDS,
-        shell:
-            predict_command("--shard {wildcards.shard}/{params.shards}")
-
-    rule predict:
-        """Gather: check that every block of every shard is done, then move the output into place."""
-        input:
-            model=model_file(),
-            images=lambda wc: images_zarr(wc.volume),
-            shards=expand(
-                results("{{experiment}}/{{volume}}/predict_shards/{shard}.done"),
-                shard=range(SHARDS),
-            ),
-        output:
-            directory(results("{experiment}/{volume}/probabilities.ome.zarr")),
-        log:
-            results("logs/predict/{experiment}_{volume}_gather.log"),
-        conda:
-            ENV
-        threads: 1
-        resources:
-            mem_mb=1000,
-            runtime=10,
-        params:
-            **predict_params(),
-        shell:
-            predict_command("--gather")
+rule predict:
+    """Overlap-tile inference over a volume with dask, block by block, into class probabilities. Resumable: a
+    killed job re-run computes only the blocks not yet recorded in the partial output (of the same fingerprint).
+    With `predict.shards` > 1 the shard jobs compute and this job gathers: it checks every block and finishes.
+    """
+    input:
+        model=lambda wc: model_file(wc.run),
+        images=lambda wc: images_zarr(wc.volume),
+        shards=lambda wc: (
+            expand(
+                results(f"{wc.run}/{wc.volume}/predict_shards/{{shard}}.done"),
+                shard=range(shards(wc)),
+            )
+            if shards(wc) > 1
+            else []
+        ),
+    output:
+        directory(results("{run}/{volume}/probabilities.ome.zarr")),
+    log:
+        results("logs/predict/{run}/{volume}.log"),
+    benchmark:
+        results("benchmarks/predict/{run}/{volume}.tsv")
+    conda:
+        ENV
+    threads: lambda wc: 1 if shards(wc) > 1 else experiment_of(wc.run)["predict"]["threads"]
+    resources:
+        gpu=lambda wc: 0 if shards(wc) > 1 else experiment_of(wc.run)["predict"]["gpus"],
+        mem_mb=lambda wc: (
+            1000 if shards(wc) > 1 else experiment_of(wc.run)["predict"]["mem_mb"]
+        ),
+        runtime=lambda wc: (
+            10 if shards(wc) > 1 else experiment_of(wc.run)["predict"]["runtime"]
+        ),
+    params:
+        settings=predict_settings,
+        fold=predict_fold,
+        mode=lambda wc: "--gather" if shards(wc) > 1 else "",
+        code=stage_code("predict"),
+        job=predict_job,
+    shell:
+        "python -m unetflow predict {input.model:q} {input.images:q} {output:q} --settings {params.settings:q} "
+        "{params.fold} --threads {threads} {params.job} {params.mode} > {log:q} 2>&1"

@@ -1,7 +1,10 @@
+REPORTED = [(run, v) for run in RUNS for v in evaluated_volumes(run)]
+
+
 rule report:
-    """All per-slice metrics into one table, and a summary per experiment and volume."""
+    """Every run's metrics in one table, a summary per experiment, fold and volume, and cross-validation figures."""
     input:
-        [results(f"{EXPERIMENT}/{v}/metrics.csv") for v in evaluated_volumes()],
+        [results(f"{run}/{v}/metrics.csv") for run, v in REPORTED],
     output:
         metrics=report(
             results("report/metrics.csv"),
@@ -13,6 +16,7 @@ rule report:
             caption="../report/summary.rst",
             category="Metrics",
         ),
+        cross_validation=results("report/cross_validation.csv"),
     log:
         results("logs/report.log"),
     conda:
@@ -22,8 +26,8 @@ rule report:
         mem_mb=2000,
         runtime=10,
     params:
-        experiments=" ".join(EXPERIMENT for _ in evaluated_volumes()),
+        runs=[run for run, _ in REPORTED],
         out=lambda wildcards, output: os.path.dirname(output.metrics),
+        code=stage_code("report"),
     shell:
-        "python -m unetflow report --metrics {input} --experiments {params.experiments} "
-        "--out {params.out} > {log} 2>&1"
+        "python -m unetflow report --metrics {input:q} --runs {params.runs:q} --out {params.out:q} > {log:q} 2>&1"

@@ -1,11 +1,11 @@
 rule segment:
     """Threshold the cell probability and label connected components (instance labels)."""
     input:
-        results("{experiment}/{volume}/probabilities.ome.zarr"),
+        results("{run}/{volume}/probabilities.ome.zarr"),
     output:
-        directory(results("{experiment}/{volume}/segmentation.ome.zarr")),
+        directory(results("{run}/{volume}/segmentation.ome.zarr")),
     log:
-        results("logs/segment/{experiment}_{volume}.log"),
+        results("logs/segment/{run}/{volume}.log"),
     conda:
         ENV
     threads: 1
@@ -13,8 +13,7 @@ rule segment:
         mem_mb=4000,
         runtime=60,
     params:
-        threshold=config["segment"]["threshold"],
-        connectivity=config["segment"]["connectivity"],
+        settings=section("segment", "segment"),
+        code=stage_code("segment"),
     shell:
-        "python -m unetflow segment {input} {output} --threshold {params.threshold} "
-        "--connectivity {params.connectivity} > {log} 2>&1"
+        "python -m unetflow segment {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -23,6 +23,7 @@ rule synthesize:
         validation=" ".join(map(str, SYNTH["validation"])),
         volume=" ".join(map(str, SYNTH["volume"])),
         out=lambda wildcards, output: os.path.dirname(output.train_images),
+        code=stage_code("synthetic"),
     shell:
-        "python -m unetflow synth --out {params.out} --seed {params.seed} --train {params.train} "
-        "--validation {params.validation} --volume {params.volume} > {log} 2>&1"
+        "python -m unetflow synth --out {params.out:q} --seed {params.seed} --train {params.train} "
+        "--validation {params.validation} --volume {params.volume} > {log:q} 2>&1"

@@ -1,40 +1,32 @@
-T = config["train"]
-TRAIN_SETTINGS = {
-    k: v
-    for k, v in T.items()
-    if k not in ("device", "threads", "gpus", "mem_mb", "runtime")
-}
-
-
 rule train:
-    """Train the U-Net (a GPU job on a cluster); resumes from its last checkpoint when re-run after a kill."""
+    """Train a run's U-Net (a GPU job on a cluster); resumes from its last checkpoint when re-run after a kill,
+    and only from a checkpoint of the same fingerprint."""
     input:
-        images=[images_zarr(d) for d in config["experiment"]["train"]],
-        labels=[labels_zarr(d) for d in config["experiment"]["train"]],
-        weights=[weights_zarr(d) for d in config["experiment"]["train"]],
-        val_images=[images_zarr(d) for d in config["experiment"]["validation"]],
-        val_labels=[labels_zarr(d) for d in config["experiment"]["validation"]],
+        unpack(train_inputs),
     output:
-        model=results("models/{experiment}/model.pt"),
-        log_csv=results("models/{experiment}/train_log.csv"),
+        model=results("models/{run}/model.pt"),
+        log_csv=results("models/{run}/train_log.csv"),
     log:
-        results("logs/train/{experiment}.log"),
+        results("logs/train/{run}.log"),
     benchmark:
-        results("benchmarks/train/{experiment}.tsv")
+        results("benchmarks/train/{run}.tsv")
     conda:
         ENV
-    threads: T["threads"]
+    threads: setting("train", "threads")
     resources:
-        gpu=T["gpus"],
-        mem_mb=T["mem_mb"],
-        runtime=T["runtime"],
+        gpu=setting("train", "gpus"),
+        mem_mb=setting("train", "mem_mb"),
+        runtime=setting("train", "runtime"),
     params:
-        model=as_json(config["model"]),
-        settings=as_json(TRAIN_SETTINGS),
-        device=T["device"],
+        experiment=train_experiment,
+        code=stage_code("train"),
         out=lambda wildcards, output: os.path.dirname(output.model),
+        job=lambda wc: Scheduling(
+            device=experiment_of(wc.run)["train"]["device"],
+            workers=experiment_of(wc.run)["train"]["workers"],
+            checkpoint_every=experiment_of(wc.run)["train"]["checkpoint_every"],
+        ),
     shell:
-        "python -m unetflow train --images {input.images} --labels {input.labels} --weights {input.weights} "
-        "--val-images {input.val_images} --val-labels {input.val_labels} "
-        "--model '{params.model}' --settings '{params.settings}' --device {params.device} "
-        "--threads {threads} --out {params.out} > {log} 2>&1"
+        "python -m unetflow train --experiment {params.experiment:q} --images {input.images:q} "
+        "--labels {input.labels:q} --weights {input.weights:q} --val-images {input.val_images:q} "
+        "--val-labels {input.val_labels:q} --out {params.out:q} --threads {threads} {params.job} > {log:q} 2>&1"

@@ -1,16 +1,15 @@
-W = config["weights"]
-
-
 rule weights:
-    """The paper's weight map w(x) of a labelled dataset, precomputed once before training."""
+    """The paper's weight map w(x) of a labelled dataset, precomputed once before training; one store per
+    weight-map settings (the key in its name), shared by every experiment with those settings.
+    """
     input:
         results("data/{dataset}/labels.ome.zarr"),
     output:
-        directory(results("data/{dataset}/weights.ome.zarr")),
+        directory(results("data/{dataset}/weights-{wkey}.ome.zarr")),
     log:
-        results("logs/weights/{dataset}.log"),
+        results("logs/weights/{dataset}-{wkey}.log"),
     benchmark:
-        results("benchmarks/weights/{dataset}.tsv")
+        results("benchmarks/weights/{dataset}-{wkey}.tsv")
     conda:
         ENV
     threads: 1
@@ -18,14 +17,10 @@ rule weights:
         mem_mb=8000,
         runtime=120,
     params:
-        w0=W["w0"],
-        sigma=W["sigma"],
-        balance=W["balance"],
-        dims=W["dims"] or config["model"]["dims"],
-        connectivity=f"--connectivity {W['connectivity']}" if W["connectivity"] else "",
+        settings=lambda wc: as_json(WEIGHT_SETTINGS[wc.wkey]),
+        code=stage_code("weights"),
     shell:
-        "python -m unetflow weights {input} {output} --w0 {params.w0} --sigma {params.sigma} "
-        "--balance {params.balance} --dims {params.dims} {params.connectivity} > {log} 2>&1"
+        "python -m unetflow weights {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule weights_figure:
@@ -33,21 +28,23 @@ rule weights_figure:
     input:
         images=results("data/{dataset}/images.ome.zarr"),
         labels=results("data/{dataset}/labels.ome.zarr"),
-        weights=results("data/{dataset}/weights.ome.zarr"),
+        weights=results("data/{dataset}/weights-{wkey}.ome.zarr"),
     output:
         report(
-            results("report/weights_{dataset}.png"),
+            results("report/weights/{dataset}-{wkey}.png"),
             caption="../report/weights.rst",
             category="Weight maps",
         ),
     log:
-        results("logs/weights_figure/{dataset}.log"),
+        results("logs/weights_figure/{dataset}-{wkey}.log"),
     conda:
         ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=stage_code("figures"),
     shell:
-        "python -m unetflow figure-weights {input.images} {input.labels} {input.weights} {output} "
-        "--slice 0 > {log} 2>&1"
+        "python -m unetflow figure-weights {input.images:q} {input.labels:q} {input.weights:q} {output:q} "
+        "--slice 0 > {log:q} 2>&1"

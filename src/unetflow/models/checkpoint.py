@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from unetflow.models.unet import build_model
+from unetflow.models.registry import build_model
+from unetflow.store import atomic_output
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> None:
@@ -17,9 +17,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": model.config.to_dict(), "state_dict": model.state_dict(), **extra}
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -7,7 +7,7 @@ With the defaults (`base_width=64, levels=5, padding="valid", norm="none", dims=
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -81,22 +81,3 @@ class UNet(SegmentationNet):
             x = up(x)
             x = dec(torch.cat([center_crop(skip, x), x], dim=1))
         return self.head(x)
-
-
-ARCHITECTURES = ("unet", "unetpp", "unet3p")
-
-
-def build_model(settings: dict[str, Any]) -> nn.Module:
-    """Build a model from its settings dict (config `model:` section or a checkpoint's `model` entry)."""
-    arch = settings.get("architecture", "unet")
-    if arch == "unet":
-        return UNet(UNetConfig.from_dict(settings))
-    if arch == "unetpp":
-        from unetflow.models.unetpp import UNetPlusPlus, UNetPPConfig
-
-        return UNetPlusPlus(UNetPPConfig.from_dict(settings))
-    if arch == "unet3p":
-        from unetflow.models.unet3p import UNet3PConfig, UNet3Plus
-
-        return UNet3Plus(UNet3PConfig.from_dict(settings))
-    raise ValueError(f"model.architecture {arch!r} is not available; available: {', '.join(ARCHITECTURES)}")

@@ -1,4 +1,9 @@
-"""Evaluate: per-slice metrics of a segmentation against ground truth, into a CSV (one row per slice)."""
+"""Evaluate: per-slice metrics of a segmentation against ground truth, into a CSV (one row per slice).
+
+A segmentation of part of a stack (a fold's held-out slices) records the slice range it covers; it is compared with
+those slices of the truth, and rows carry the slices' numbers in the whole stack. The CSV's provenance record sits
+beside it (`<csv>.provenance.json`, see `unetflow.store.write_table`).
+"""
 
 from __future__ import annotations
 
@@ -9,27 +14,32 @@ import pandas as pd
 
 from unetflow.labels import cell_mask, instance_labels, recorded_convention
 from unetflow.metrics import slice_metrics
-from unetflow.store import open_image
+from unetflow.provenance import input_fingerprint, make_record, stage_code
+from unetflow.settings import check
+from unetflow.store import open_image, write_table
 
 
 def evaluate_volume(
     segmentation: str | Path, truth: str | Path, out: str | Path, connectivity: int = 4, name: str = ""
 ) -> pd.DataFrame:
+    check("evaluate", {"connectivity": connectivity})
     seg, gt = open_image(segmentation), open_image(truth)
-    if seg.shape != gt.shape:
-        raise ValueError(f"{segmentation} has shape {seg.shape} but ground truth {truth} has {gt.shape}")
+    start, stop = seg.attrs.get("z_range") or (0, gt.shape[0])
+    if seg.shape != (stop - start, *gt.shape[1:]):
+        raise ValueError(
+            f"{segmentation} has shape {seg.shape} but ground truth {truth} has {gt.shape} (slices {start}-{stop - 1})"
+        )
     convention = recorded_convention(gt.attrs, truth)
     rows = []
     for z in range(seg.shape[0]):
         segments = np.asarray(seg.array[z])
-        labels = np.asarray(gt.array[z])
+        labels = np.asarray(gt.array[start + z])
         true_cell = cell_mask(labels, convention)
         true_cells = instance_labels(labels, convention, connectivity)
-        rows.append({"volume": name, "slice": z, **slice_metrics(segments > 0, segments, true_cell, true_cells)})
+        metrics = slice_metrics(segments > 0, segments, true_cell, true_cells)
+        rows.append({"volume": name, "slice": start + z, **metrics})
     frame = pd.DataFrame(rows)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out)
+    inputs = {"segmentation": input_fingerprint(segmentation), "truth": input_fingerprint(truth)}
+    record = make_record(inputs, {"connectivity": connectivity, "name": name}, stage_code("evaluate"))
+    write_table(frame, out, record)
     return frame

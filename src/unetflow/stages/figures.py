@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unetflow.store import open_image
+from unetflow.store import atomic_output, open_image
 
 
 def weight_figure(images: str | Path, labels: str | Path, weights: str | Path, out: str | Path, index: int = 0) -> Path:
@@ -30,10 +30,7 @@ def weight_figure(images: str | Path, labels: str | Path, weights: str | Path, o
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title)
         ax.axis("off")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".partial.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
-    tmp.replace(out)
-    return out
+    return Path(out)

@@ -16,6 +16,7 @@ import tifffile
 
 from unetflow.intensity import RunningStats
 from unetflow.labels import LabelSurvey
+from unetflow.provenance import RECORD_KEY, ContentDigest, make_record, stage_code
 from unetflow.store import TIFF_SUFFIXES, atomic_output, create_image, set_attrs
 
 
@@ -110,17 +111,31 @@ def ingest(
     full = (depth, *shape)
     survey = LabelSurvey()
     stats = RunningStats()
+    content = ContentDigest()
     with atomic_output(out) as tmp:
         array = create_image(tmp, full, dtype, chunks, "zyx", voxel_size, unit)
         z = 0
         for slab in iter_slabs(files, max(1, int(chunks[0])), z_range):
             array[z : z + len(slab)] = slab
+            content.update(slab)
             if kind == "labels":
                 survey.add(slab)
             else:
                 stats.add(slab)
             z += len(slab)
-        attrs = {"kind": kind, "source": [str(f) for f in files], "z_range": list(z_range) if z_range else None}
+        settings = {
+            "kind": kind,
+            "chunks": [int(c) for c in chunks],
+            "voxel_size": [float(v) for v in voxel_size],
+            "unit": unit,
+            "z_range": list(z_range) if z_range else None,
+        }
+        attrs = {
+            "kind": kind,
+            "source": [str(f) for f in files],
+            "z_range": settings["z_range"],
+            RECORD_KEY: make_record({"data": content.hexdigest()}, settings, stage_code("ingest")),
+        }
         if kind == "labels":
             attrs["label_convention"] = survey.convention(source=str(source))
         else:

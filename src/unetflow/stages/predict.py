@@ -9,8 +9,6 @@ store moves to `<out>` only once every block is done.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -27,12 +25,15 @@ import zarr
 from unetflow.blocks import Block, block_key, done_blocks, record_done, remove_records, start_records
 from unetflow.blocks import shard as shard_blocks
 from unetflow.executor import SchedulerSpec, run_tasks
+from unetflow.experiment import Fold
 from unetflow.inference.budget import auto_block
 from unetflow.inference.inferer import TileInferer, infer_block
 from unetflow.inference.tiling import BlockPlan, plan_blocks
 from unetflow.intensity import image_stats
 from unetflow.models.checkpoint import load_model
+from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, recorded, stage_code
 from unetflow.runtime import release_free_memory, resolve_precision, select_device, set_threads
+from unetflow.settings import check, defaults
 from unetflow.store import (
     OUTPUT_DTYPES,
     Image,
@@ -43,6 +44,7 @@ from unetflow.store import (
     partial_path,
     remove,
     set_attrs,
+    z_window,
 )
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,34 @@ class PredictJob:
     device: str = "auto"
     threads: int | None = None
     precision: str = "auto"
+    # Only slices [start, stop) of the source, predicted as a stack of their own (a fold's held-out slices).
+    z_range: tuple[int, int] | None = None
 
     @property
     def store(self) -> Path:
         return partial_path(self.out)
+
+    @classmethod
+    def from_settings(
+        cls,
+        model: str,
+        source: str,
+        out: str,
+        settings: dict[str, Any],
+        fold: tuple[int, int] | None = None,
+        batch_size: int | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+    ) -> PredictJob:
+        """A job from a `predict` config section (checked against the schema, defaults filled in); with `fold`
+        (index, count) only that fold's held-out slices of the source are predicted."""
+        p = check("predict", settings)
+        z_range = None
+        if fold is not None:
+            z_range = Fold(*fold).held_out(as_zyx(open_image(source)).shape[0])
+        block = tuple(int(b) for b in p["block"])
+        batch = batch_size or p["batch_size"]
+        return cls(model, source, out, block, p["dtype"], p["tta"], batch, device, threads, p["precision"], z_range)
 
 
 @dataclass
@@ -108,7 +134,7 @@ def _worker(job: PredictJob) -> _Worker:
             set_threads(job.threads)
             device = select_device(_device_name(job))
             model, _ = load_model(job.model, device)
-            image = as_zyx(open_image(job.source))
+            image = _source(job)
             plan = plan_blocks(image.shape, job.block, model.geometries, model.config.dims, model.config.slice_context)
             target = zarr.open_group(str(job.store), mode="r+")["0"]
             _workers[job] = _Worker(
@@ -133,42 +159,40 @@ def process_block(job: PredictJob, index: tuple[int, ...]) -> int:
     return int(np.prod(probs.shape[1:]))
 
 
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _source(job: PredictJob) -> Image:
+    image = as_zyx(open_image(job.source))
+    if image.axes != "zyx":
+        raise ValueError(f"{job.source}: expected a zyx volume (or a yx slice), got axes {image.axes!r}")
+    return z_window(image, job.z_range) if job.z_range is not None else image
 
 
-def fingerprint(job: PredictJob, shape: Sequence[int]) -> str:
-    """Identifies a result: the model's bytes, the source and every setting that changes the output."""
-    what = {
-        "model": file_digest(job.model),
-        "source": str(Path(job.source).resolve()),
+def provenance(job: PredictJob, shape: Sequence[int]) -> dict[str, Any]:
+    """What makes the output: the model's bytes, the source's content, and every setting that changes a value."""
+    inputs = {"model": input_fingerprint(job.model), "images": input_fingerprint(job.source)}
+    settings = {
         "shape": list(shape),
         "block": list(job.block),
         "dtype": job.dtype,
         "tta": job.tta,
         "precision": job.precision,
+        "z_range": list(job.z_range) if job.z_range is not None else None,
     }
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
+    return make_record(inputs, settings, stage_code("predict"))
 
 
 def _existing_fingerprint(store: Path) -> str | None:
-    try:
-        return zarr.open_group(str(store), mode="r").attrs.get("unetflow", {}).get("fingerprint")
-    except Exception:  # missing or unreadable: treat as absent
-        return None
+    record = recorded(store)
+    return record["fingerprint"] if record else None
 
 
-def prepare_store(job: PredictJob, print_: str, shape: tuple[int, ...], image: Image, attrs: dict) -> bool:
-    """Make `job.store` hold an output for fingerprint `print_`; True if an existing one is resumed.
+def prepare_store(job: PredictJob, shape: tuple[int, ...], image: Image, attrs: dict) -> bool:
+    """Make `job.store` hold an output for the provenance record in `attrs`; True if an existing one is resumed.
 
     Safe when several shards start at once: a stale store is renamed away before removal, and a new one is
     built under a unique name and renamed into place, so exactly one attempt wins and the others reuse it.
     """
     store = job.store
+    print_ = attrs[RECORD_KEY]["fingerprint"]
     for _ in range(10):
         found = _existing_fingerprint(store)
         if found == print_:
@@ -177,7 +201,7 @@ def prepare_store(job: PredictJob, print_: str, shape: tuple[int, ...], image: I
             stale = store.with_name(f"{store.name}.stale-{uuid.uuid4().hex[:8]}")
             try:
                 store.rename(stale)
-                log.info("discarding %s: it was built with other settings (fingerprint %s)", store, found)
+                log.info("discarding %s: it was made from other inputs or settings (fingerprint %s)", store, found)
                 remove(stale)
             except FileNotFoundError:
                 pass
@@ -191,7 +215,7 @@ def prepare_store(job: PredictJob, print_: str, shape: tuple[int, ...], image: I
             "czyx",
             image.voxel_size,
             image.unit,
-            attrs={**attrs, "fingerprint": print_},
+            attrs=attrs,
         )
         start_records(fresh)
         try:
@@ -236,9 +260,7 @@ def resolve_job(
     precision `auto` stands for on this device (so that a resumed output never mixes precisions)."""
     if job.dtype not in OUTPUT_DTYPES:
         raise ValueError(f"predict.dtype must be one of {OUTPUT_DTYPES}, got {job.dtype!r}")
-    image = as_zyx(open_image(job.source))
-    if image.axes != "zyx":
-        raise ValueError(f"{job.source}: expected a zyx volume (or a yx slice), got axes {image.axes!r}")
+    image = _source(job)
     device = select_device(job.device)
     precision = resolve_precision(device, job.precision)
     model, _ = load_model(job.model, "cpu")
@@ -247,7 +269,7 @@ def resolve_job(
     if len(block) != 3:
         raise ValueError(f"predict.block needs 3 entries (z, y, x), got {list(job.block)}")
     if any(b <= 0 for b in block):
-        budget = (memory_mb or 2048) * 2**20
+        budget = (memory_mb or defaults("predict")["memory_budget_mb"]) * 2**20
         chosen = auto_block(model, image.shape, budget, job.batch_size, precision)
         block = tuple(c if b <= 0 else b for b, c in zip(block, chosen, strict=True))
     # A 2D model's z block never needs to exceed the volume.
@@ -277,8 +299,10 @@ def predict_volume(
         "block": list(job.block),
         "tta": job.tta,
         "precision": job.precision,
+        "z_range": list(job.z_range) if job.z_range is not None else None,
     }
-    resumed = prepare_store(job, fingerprint(job, image.shape), shape, image, attrs)
+    attrs[RECORD_KEY] = provenance(job, image.shape)
+    resumed = prepare_store(job, shape, image, attrs)
     i, n = shard
     mine = shard_blocks(plan.blocks, i, n)
     done = done_blocks(job.store)

@@ -1,51 +1,88 @@
-"""Report: all per-slice metric CSVs into one table and a summary (mean, std, count) per experiment and volume."""
+"""Report: every run's per-slice metrics in one table, a summary per run and volume, and cross-validation figures.
+
+A run is an experiment, or one fold of a cross-validated experiment (`name/fold<i>`). `metrics.csv` has one row
+per experiment, fold, volume and slice; `summary.csv` one row per experiment, fold and volume (mean and standard
+deviation over slices, and their number); `cross_validation.csv` one row per cross-validated experiment and
+volume: over its folds' means, the mean, the standard deviation and the worst fold of every metric (the highest
+error, the lowest score).
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-ID_COLUMNS = ("experiment", "volume", "slice")
+from unetflow.provenance import input_fingerprint, make_record, stage_code
+from unetflow.store import write_table
+
+ID_COLUMNS = ("experiment", "fold", "volume", "slice")
+RUN = re.compile(r"^(?P<experiment>[A-Za-z][A-Za-z0-9_-]*)(/fold(?P<fold>[0-9]+))?$")
 
 
-def collect(metric_files: Sequence[str | Path], experiments: Sequence[str]) -> pd.DataFrame:
-    """Concatenate metric CSVs, tagging each with its experiment."""
-    if len(metric_files) != len(experiments):
-        raise ValueError("one experiment name per metrics file is needed")
+def parse_run(run: str) -> tuple[str, int | None]:
+    """`name` or `name/fold<i>` as (experiment, fold)."""
+    match = RUN.match(run)
+    if match is None:
+        raise ValueError(f"report: {run!r} is not a run name (an experiment name, or name/fold<i>)")
+    fold = match["fold"]
+    return match["experiment"], int(fold) if fold is not None else None
+
+
+def collect(metric_files: Sequence[str | Path], runs: Sequence[str]) -> pd.DataFrame:
+    """Concatenate metric CSVs, each tagged with its run's experiment and fold."""
+    if len(metric_files) != len(runs):
+        raise ValueError("report: one run name per metrics file is needed")
     frames = []
-    for path, experiment in zip(metric_files, experiments, strict=True):
+    for path, run in zip(metric_files, runs, strict=True):
+        experiment, fold = parse_run(run)
         frame = pd.read_csv(path)
-        if "slice" not in frame.columns:
-            raise ValueError(f"{path}: not a unetflow metrics CSV (no 'slice' column)")
+        if "slice" not in frame.columns or "volume" not in frame.columns:
+            raise ValueError(f"{path}: not a unetflow metrics CSV (no 'volume' and 'slice' columns)")
+        frame.insert(0, "fold", pd.array([fold] * len(frame), dtype="Int64"))
         frame.insert(0, "experiment", experiment)
         frames.append(frame)
     if not frames:
-        raise ValueError("no metrics files to report")
+        raise ValueError("report: no metrics files to report")
     return pd.concat(frames, ignore_index=True)
 
 
+def _values(metrics: pd.DataFrame) -> list[str]:
+    return [c for c in metrics.columns if c not in ID_COLUMNS]
+
+
 def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per (experiment, volume): mean and std of every metric, and the number of slices."""
-    values = [c for c in metrics.columns if c not in ID_COLUMNS]
-    grouped = metrics.groupby(["experiment", "volume"], sort=True)
-    mean = grouped[values].mean().add_suffix("")
+    """One row per (experiment, fold, volume): mean and std of every metric over slices, and their number."""
+    values = _values(metrics)
+    grouped = metrics.groupby(["experiment", "fold", "volume"], sort=True, dropna=False)
+    mean = grouped[values].mean()
     std = grouped[values].std(ddof=0).add_suffix("_std")
     count = grouped.size().rename("slices")
     return pd.concat([mean, std, count], axis=1).reset_index()
 
 
-def write_report(
-    metric_files: Sequence[str | Path], experiments: Sequence[str], out_dir: str | Path
-) -> tuple[Path, Path]:
+def cross_validation(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per cross-validated experiment and volume, over its folds' means: mean, std and worst fold of each metric."""
+    folds = summary[summary["fold"].notna()]
+    values = [c for c in folds.columns if c not in ID_COLUMNS and c != "slices" and not c.endswith("_std")]
+    rows = []
+    for (experiment, volume), group in folds.groupby(["experiment", "volume"], sort=True):
+        row: dict[str, object] = {"experiment": experiment, "volume": volume, "folds": len(group)}
+        for name in values:
+            column = group[name].astype(float)
+            worst = column.max() if name.endswith("_error") else column.min()
+            row.update({f"{name}_mean": column.mean(), f"{name}_std": column.std(ddof=0), f"{name}_worst": worst})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ["experiment", "volume", "folds"])
+
+
+def write_report(metric_files: Sequence[str | Path], runs: Sequence[str], out_dir: str | Path) -> tuple[Path, ...]:
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = collect(metric_files, experiments)
+    metrics = collect(metric_files, runs)
     summary = summarize(metrics)
-    paths = out_dir / "metrics.csv", out_dir / "summary.csv"
-    for frame, path in zip((metrics, summary), paths, strict=True):
-        tmp = path.with_name(path.name + ".partial")
-        frame.to_csv(tmp, index=False, float_format="%.6g")
-        tmp.replace(path)
-    return paths
+    tables = {"metrics.csv": metrics, "summary.csv": summary, "cross_validation.csv": cross_validation(summary)}
+    inputs = {f"{run}:{i}": input_fingerprint(p) for i, (p, run) in enumerate(zip(metric_files, runs, strict=True))}
+    record = make_record(inputs, {"runs": list(runs)}, stage_code("report"))
+    return tuple(write_table(frame, out_dir / name, record) for name, frame in tables.items())

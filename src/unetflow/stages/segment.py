@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
 from unetflow.segmentation import label_slab
+from unetflow.settings import check
 from unetflow.store import atomic_output, create_image, decode_probabilities, open_image, set_attrs
 
 
@@ -21,9 +23,12 @@ def segment_volume(
     connectivity: int = 4,
     cell_class: int = 1,
 ) -> Path:
-    if not 0 < threshold < 1:
-        raise ValueError(f"segment.threshold must be in (0, 1), got {threshold}")
+    check("segment", {"threshold": threshold, "connectivity": connectivity})
     probs = open_image(probabilities)
+    if probs.attrs.get("complete") is not True:
+        raise ValueError(
+            f"{probabilities}: not a finished prediction (no 'complete' mark); run or finish predict first"
+        )
     if probs.axes != "czyx":
         raise ValueError(f"{probabilities}: expected class probabilities with axes czyx, got {probs.axes!r}")
     c, z, y, x = probs.shape
@@ -44,6 +49,12 @@ def segment_volume(
                 "threshold": threshold,
                 "connectivity": connectivity,
                 "segments": offset,
+                "z_range": probs.attrs.get("z_range"),
+                RECORD_KEY: make_record(
+                    {"probabilities": input_fingerprint(probabilities)},
+                    {"threshold": threshold, "connectivity": connectivity, "cell_class": cell_class},
+                    stage_code("segment"),
+                ),
             },
         )
     return Path(out)

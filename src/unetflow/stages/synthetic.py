@@ -16,6 +16,8 @@ import tifffile
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from unetflow.store import atomic_output
+
 
 @dataclass(frozen=True)
 class SynthParams:
@@ -153,8 +155,7 @@ def write_dataset(
         if name != "volume":
             files.append((out_dir / f"{name}-labels.tif", labels))
         for path, data in files:
-            tmp = path.with_name(path.name + ".partial")
-            tifffile.imwrite(tmp, data, photometric="minisblack", metadata={"axes": "ZYX"})
-            tmp.replace(path)
+            with atomic_output(path) as tmp:
+                tifffile.imwrite(tmp, data, photometric="minisblack", metadata={"axes": "ZYX"})
             written.append(path)
     return written

@@ -21,7 +21,7 @@ pixels, not with cells times pixels, and R is also the halo a chunk needs (see `
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import dask.array as da
@@ -31,25 +31,35 @@ from dask.array import overlap
 from unetflow.components import label as label_chunked
 from unetflow.distance import two_nearest
 from unetflow.labels import INSTANCES, cell_mask, connectivity_structure, instance_labels, recorded_convention
+from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
+from unetflow.settings import check, defaults
 from unetflow.store import atomic_output, create_image, open_image, set_attrs
+
+_D = defaults("weights")
 
 
 @dataclass(frozen=True)
 class WeightParams:
-    w0: float = 10.0
-    sigma: float = 5.0
-    balance: str = "dataset"
-    connectivity: int | None = None  # None: 4 in 2D, 6 in 3D
-    tolerance: float = 5e-7
-    dims: int = 2
+    """Weight-map settings (`weights` in the config schema, where their defaults and checks live); `dims` is
+    resolved (the schema's null follows the model's dims)."""
+
+    w0: float = _D["w0"]
+    sigma: float = _D["sigma"]
+    balance: str = _D["balance"]
+    connectivity: int | None = _D["connectivity"]  # None: 4 in 2D, 6 in 3D
+    tolerance: float = _D["tolerance"]
+    dims: int = defaults("model")["dims"]
 
     def __post_init__(self) -> None:
-        if self.balance not in ("dataset", "image", "none"):
-            raise ValueError(f"weights.balance must be dataset, image or none; got {self.balance!r}")
-        if self.w0 < 0 or self.sigma <= 0:
-            raise ValueError(f"weights.w0 must be >= 0 and weights.sigma > 0; got {self.w0}, {self.sigma}")
-        if self.dims not in (2, 3):
-            raise ValueError(f"weights.dims must be 2 or 3, got {self.dims}")
+        check("weights", asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WeightParams:
+        """From a `weights` config section; dims null follows the model's default dims."""
+        values = check("weights", d)
+        if values["dims"] is None:
+            values["dims"] = defaults("model")["dims"]
+        return cls(**values)
 
     @property
     def structure_connectivity(self) -> int:
@@ -201,6 +211,9 @@ def compute_weights(
                 "connectivity": params.structure_connectivity,
                 "dims": params.dims,
                 "halo": list(context),
+                RECORD_KEY: make_record(
+                    {"labels": input_fingerprint(labels_path)}, asdict(params), stage_code("weights")
+                ),
             },
         )
     return Path(out)

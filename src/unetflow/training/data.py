@@ -31,16 +31,32 @@ class Slices:
     weights: list[np.ndarray]
 
 
+Ranges = list[tuple[int, int]]
+
+
+def _stack_ranges(ranges: list[Ranges] | None, k: int, depth: int) -> Ranges:
+    """Slice ranges [start, stop) of dataset k to use, each read as a stack of its own (all: one range)."""
+    chosen = ranges[k] if ranges is not None else [(0, depth)]
+    for start, stop in chosen:
+        if not 0 <= start < stop <= depth:
+            raise ValueError(f"slice range [{start}, {stop}) outside a stack of {depth} slices")
+    return chosen
+
+
 def load_slices(
     image_paths: list[str],
     label_paths: list[str],
     weight_paths: list[str] | None,
     dims: int = 2,
     slice_context: int = 0,
+    ranges: list[Ranges] | None = None,
 ) -> Slices:
     """Read labelled stacks (as slices for dims=2, volumes for dims=3); weights default to 1 where not given.
-    With `slice_context` k each slice comes with k neighbours on either side, mirrored at the stack's ends (as
-    inference does), so no slice outside a dataset's z range is ever read."""
+
+    `ranges` (one list per dataset; default: each whole) picks slice ranges [start, stop), each treated as a stack
+    of its own (a cross-validation fold trains on what is left around its held-out slices). With `slice_context` k
+    each slice comes with k neighbours on either side, mirrored at its stack's ends (as inference does), so no
+    slice outside a stack is ever read."""
     out = Slices([], [], [])
     for k, (ip, lp) in enumerate(zip(image_paths, label_paths, strict=True)):
         image, labels = open_image(ip), open_image(lp)
@@ -50,22 +66,24 @@ def load_slices(
         weights = open_image(weight_paths[k]) if weight_paths else None
         if weights is not None and weights.shape != labels.shape:
             raise ValueError(f"{weight_paths[k]} has shape {weights.shape}, labels {labels.shape}")
-        images = image_stats(image).normalize(image.array[:])
-        targets = cell_mask(labels.array[:], convention).astype(np.uint8)
-        if weights is None:
-            weights_zyx = np.ones(targets.shape, np.float32)
-        else:
-            weights_zyx = np.asarray(weights.array[:], np.float32)
-        if dims == 3:
-            out.images.append(images)
-            out.targets.append(targets)
-            out.weights.append(weights_zyx)
-            continue
-        for z in range(len(images)):
-            stack = mirror_indices(z - slice_context, z + slice_context + 1, len(images))
-            out.images.append(images[stack] if slice_context else images[z])
-            out.targets.append(targets[z])
-            out.weights.append(weights_zyx[z])
+        stats = image_stats(image)
+        for start, stop in _stack_ranges(ranges, k, image.shape[0]):
+            images = stats.normalize(image.array[start:stop])
+            targets = cell_mask(labels.array[start:stop], convention).astype(np.uint8)
+            if weights is None:
+                weights_zyx = np.ones(targets.shape, np.float32)
+            else:
+                weights_zyx = np.asarray(weights.array[start:stop], np.float32)
+            if dims == 3:
+                out.images.append(images)
+                out.targets.append(targets)
+                out.weights.append(weights_zyx)
+                continue
+            for z in range(len(images)):
+                stack = mirror_indices(z - slice_context, z + slice_context + 1, len(images))
+                out.images.append(images[stack] if slice_context else images[z])
+                out.targets.append(targets[z])
+                out.weights.append(weights_zyx[z])
     if not out.images:
         raise ValueError("no training slices found")
     return out
@@ -117,12 +135,15 @@ class TileSampler(Dataset):
         )
 
 
-def load_validation(image_paths: list[str], label_paths: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Held-out stacks as (normalized image volume, cell mask volume) pairs."""
+def load_validation(
+    image_paths: list[str], label_paths: list[str], ranges: list[Ranges] | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Held-out stacks as (normalized image volume, cell mask volume) pairs; `ranges` as in `load_slices`."""
     volumes = []
-    for ip, lp in zip(image_paths, label_paths, strict=True):
+    for k, (ip, lp) in enumerate(zip(image_paths, label_paths, strict=True)):
         image, labels = open_image(ip), open_image(lp)
         stats = image_stats(image)
         convention = recorded_convention(labels.attrs, lp)
-        volumes.append((stats.normalize(image.array[:]), cell_mask(labels.array[:], convention)))
+        for start, stop in _stack_ranges(ranges, k, image.shape[0]):
+            volumes.append((stats.normalize(image.array[start:stop]), cell_mask(labels.array[start:stop], convention)))
     return volumes

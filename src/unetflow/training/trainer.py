@@ -9,11 +9,9 @@ the best model (or the best weight average, with `ema`) is `model.pt`.
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
+import logging
 import signal
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +28,13 @@ from unetflow.metrics import pixel_error, rand_error
 from unetflow.models import build_model
 from unetflow.models.checkpoint import load_checkpoint, save_checkpoint
 from unetflow.runtime import autocast, memory_format, resolve_precision, select_device, set_threads
+from unetflow.store import atomic_output
 from unetflow.training.averaging import WeightAverage
 from unetflow.training.data import Slices, TileSampler
 from unetflow.training.sampling import HardTileOrder, TileDifficulty
 from unetflow.training.settings import TrainSettings
+
+log = logging.getLogger(__name__)
 
 LOG_FIELDS = [
     "iteration",
@@ -68,12 +69,6 @@ def validate(
             rand.append(rand_error(instance_labels(predicted[z], "binary01"), instance_labels(cell[z], "binary01")))
     model.train(was_training).to(memory_format=memory_format(device, model.config.dims, training=True))
     return float(np.mean(pixel)), float(np.mean(rand))
-
-
-def fingerprint(model_settings: dict, settings: TrainSettings, inputs: list[str]) -> str:
-    """Identifies a training run: a checkpoint from another run is never resumed."""
-    blob = json.dumps([model_settings, asdict(settings), inputs], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class _Stop:
@@ -126,9 +121,14 @@ def train(
     out_dir: str | Path,
     device_name: str = "auto",
     threads: int | None = None,
-    run_id: str = "",
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Train and write `model.pt` (best on validation, else last) and `train_log.csv` into `out_dir`."""
+    """Train and write `model.pt` (best on validation, else last) and `train_log.csv` into `out_dir`.
+
+    `provenance` (see `unetflow.provenance`) is stored with every checkpoint and the model: a checkpoint is
+    resumed only when its fingerprint is this run's, otherwise it is discarded and training starts afresh."""
+    provenance = provenance or {"fingerprint": ""}
+    run_id = provenance["fingerprint"]
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +165,13 @@ def train(
     last = ckpt_dir / "last.pt"
     if last.exists():
         state = load_checkpoint(last, device)
-        if state.get("run_id") == run_id:
+        found = (state.get("provenance") or {}).get("fingerprint")
+        if found != run_id:
+            log.info("discarding %s: it was made by another run (fingerprint %s, this run %s)", last, found, run_id)
+            for stale in ckpt_dir.glob("*.pt"):
+                stale.unlink()
+        else:
+            log.info("resuming %s at iteration %d", last, state["iteration"])
             model.load_state_dict(state["state_dict"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -210,7 +216,7 @@ def train(
             best=best,
             log=log_rows,
             torch_rng=torch.get_rng_state(),
-            run_id=run_id,
+            provenance=provenance,
             average=average.state_dict() if average is not None else None,
             difficulty=difficulty.state_dict() if difficulty is not None else None,
         )
@@ -277,7 +283,7 @@ def train(
                     row.update(val_pixel_error=pe, val_rand_error=re)
                     if best is None or (re, pe) < (best["rand_error"], best["pixel_error"]):
                         best = {"iteration": iteration, "rand_error": re, "pixel_error": pe}
-                        save_checkpoint(ckpt_dir / "best.pt", kept, iteration=iteration, run_id=run_id)
+                        save_checkpoint(ckpt_dir / "best.pt", kept, iteration=iteration, provenance=provenance)
                 log_rows.append(row)
                 running, t0, done_since, waited = [], time.perf_counter(), 0, 0.0
             if iteration % settings.checkpoint_every == 0 or final or stop.requested:
@@ -288,11 +294,9 @@ def train(
         payload = load_checkpoint(ckpt_dir / "best.pt")
         kept.load_state_dict(payload["state_dict"])
         iteration = payload["iteration"]
-    save_checkpoint(out_dir / "model.pt", kept, iteration=iteration, best=best, run_id=run_id)
-    log_tmp = out_dir / "train_log.csv.partial"
-    with open(log_tmp, "w", newline="") as f:
+    save_checkpoint(out_dir / "model.pt", kept, iteration=iteration, best=best, provenance=provenance)
+    with atomic_output(out_dir / "train_log.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
         writer.writeheader()
         writer.writerows(log_rows)
-    log_tmp.replace(out_dir / "train_log.csv")
     return out_dir / "model.pt"
