@@ -1,8 +1,12 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ISBI = Path(__import__("os").environ.get("UNETFLOW_ISBI", ROOT.parent / "shared" / "data" / "isbi2012"))
@@ -49,3 +53,86 @@ def naive_two_nearest(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         d[i - 1] = ndimage.distance_transform_edt(cells != i)
     d.sort(axis=0)
     return d[0], d[1]
+
+
+# The tiny pipeline every workflow test runs (a few seconds per stage on one core).
+TINY = {
+    "results": "results",
+    "synthetic": {"seed": 3, "train": [3, 96, 96], "validation": [2, 96, 96], "volume": [2, 100, 120]},
+    "datasets": {
+        "tiny_train": {
+            "images": "results/synthetic/train-images.tif",
+            "labels": "results/synthetic/train-labels.tif",
+            "voxel_size": [50, 4, 4],
+        },
+        "tiny_validation": {
+            "images": "results/synthetic/validation-images.tif",
+            "labels": "results/synthetic/validation-labels.tif",
+            "voxel_size": [50, 4, 4],
+        },
+        "tiny_volume": {"images": "results/synthetic/volume-images.tif", "voxel_size": [50, 4, 4]},
+    },
+    "experiments": {
+        "tiny": {
+            "train_on": ["tiny_train"],
+            "validate_on": ["tiny_validation"],
+            "predict_on": ["tiny_validation", "tiny_volume"],
+        }
+    },
+    "model": {"base_width": 4, "levels": 3, "slice_context": 1},
+    "train": {
+        "iterations": 8,
+        "ema": 0.9,
+        "tile": 36,
+        "optimizer": "adam",
+        "lr": 0.001,
+        "validate_every": 4,
+        "checkpoint_every": 4,
+        "workers": 0,
+        "threads": 1,
+        "gpus": 0,
+    },
+    "predict": {"block": [1, 64, 64], "threads": 1},
+}
+
+
+def snakemake(workdir: Path, *args: str, snakefile: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(snakefile or ROOT / "Snakefile"),
+        "--cores",
+        "2",
+        "--workflow-profile",
+        "none",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=workdir)
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run: rule name -> job count (empty when nothing is to be done)."""
+    if "Nothing to be done" in output:
+        return {}
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("job ") and "count" in line)
+    jobs = {}
+    for line in lines[start + 2 :]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    run = snakemake(work, "--configfile", "tiny.yaml")
+    assert run.returncode == 0, run.stderr[-4000:]
+    return work

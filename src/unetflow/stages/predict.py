@@ -66,6 +66,8 @@ class PredictJob:
     precision: str = "auto"
     # Only slices [start, stop) of the source, predicted as a stack of their own (a fold's held-out slices).
     z_range: tuple[int, int] | None = None
+    # The output's fingerprint, once known: a worker built for other inputs is never reused.
+    fingerprint: str = ""
 
     @property
     def store(self) -> Path:
@@ -302,6 +304,7 @@ def predict_volume(
         "z_range": list(job.z_range) if job.z_range is not None else None,
     }
     attrs[RECORD_KEY] = provenance(job, image.shape)
+    job = replace(job, fingerprint=attrs[RECORD_KEY]["fingerprint"])
     resumed = prepare_store(job, shape, image, attrs)
     i, n = shard
     mine = shard_blocks(plan.blocks, i, n)
@@ -311,7 +314,11 @@ def predict_volume(
         log.info("resuming %s: %d of %d blocks already done", job.store, len(mine) - len(pending), len(mine))
     print(f"predict: {len(pending)} of {len(mine)} blocks to compute (block {list(job.block)})", flush=True)
     started = time.perf_counter()
-    voxels = run_tasks(process_block, job, pending, scheduler or SchedulerSpec(), gpu=device.type == "cuda")
+    try:
+        voxels = run_tasks(process_block, job, pending, scheduler or SchedulerSpec(), gpu=device.type == "cuda")
+    finally:
+        with _workers_lock:  # this process's worker (threads scheduler) is done with the job
+            _workers.pop(job, None)
     seconds = time.perf_counter() - started
     if pending:
         print(f"predict: {voxels / max(seconds, 1e-9):,.0f} voxels/s over {seconds:.1f} s", flush=True)
