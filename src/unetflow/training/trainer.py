@@ -113,6 +113,237 @@ def lr_factor(schedule: str, iteration: int, total: int) -> float:
     return 1.0
 
 
+class _Meter:
+    """Losses, speed and data-wait share since the last log row."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.losses: list[float] = []
+        self.start, self.waited = time.perf_counter(), 0.0
+
+    def row(self, iteration: int, lr: float) -> dict[str, Any]:
+        seconds = time.perf_counter() - self.start
+        return {
+            "iteration": iteration,
+            "loss": float(np.mean(self.losses)),
+            "seconds": round(seconds, 3),
+            "iterations_per_second": round(len(self.losses) / max(seconds, 1e-9), 4),
+            "data_wait_share": round(self.waited / max(seconds, 1e-9), 4),
+            "lr": lr,
+            "val_pixel_error": "",
+            "val_rand_error": "",
+        }
+
+    def postfix(self) -> dict[str, str]:
+        wait = self.waited / max(time.perf_counter() - self.start, 1e-9)
+        return {"loss": f"{np.mean(self.losses[-50:]):.4f}", "wait": f"{wait:.0%}"}
+
+
+class Trainer:
+    """One training run, in steps that read one by one: `__init__` builds the model, optimizer, schedule, weight
+    average and hard-tile state; `resume` loads a checkpoint of the same fingerprint; `loader` draws the tiles still
+    to come; `step` is one optimizer step; `log_and_validate` writes a log row and keeps the best model;
+    `save_state` checkpoints; `finish` writes `model.pt` and `train_log.csv`. `run` strings them together.
+
+    `provenance` (see `unetflow.provenance`) is stored with every checkpoint and the model: a checkpoint is resumed
+    only when its fingerprint is this run's, otherwise it is discarded and training starts afresh."""
+
+    def __init__(
+        self,
+        model_settings: dict[str, Any],
+        settings: TrainSettings,
+        train_data: Slices,
+        validation: list[tuple[np.ndarray, np.ndarray]],
+        out_dir: str | Path,
+        device_name: str = "auto",
+        threads: int | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings, self.data, self.validation = settings, train_data, validation
+        self.provenance = provenance or {"fingerprint": ""}
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.last = self.ckpt_dir / "last.pt"
+        set_threads(threads)
+        self.device = select_device(device_name)
+        self.precision = resolve_precision(self.device, settings.precision)
+        torch.manual_seed(settings.seed)
+        model = build_model(model_settings)
+        self.inputs = [g.input_size(settings.tile) for g in model.geometries]
+        self.outputs = [
+            g.output_size(n) if g.padding == "valid" else n for g, n in zip(model.geometries, self.inputs, strict=True)
+        ]
+        self._check_data(model)
+        self.layout = memory_format(self.device, model.config.dims, training=True)
+        self.model = model.to(self.device).to(memory_format=self.layout)
+        self.optimizer = _optimizer(self.model, settings)
+        self.average = WeightAverage(self.model, settings.ema) if settings.ema else None
+        # The model that is validated and kept: the weight average when there is one.
+        self.kept = self.average.model if self.average is not None else self.model
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda it: lr_factor(settings.schedule, it, settings.iterations)
+        )
+        # Hard-tile sampling's running loss per cell of a grid of tile centres, a quarter of the output tile wide.
+        self.difficulty = None
+        if settings.hard_tile_share > 0:
+            shapes = [t.shape for t in train_data.targets]
+            self.difficulty = TileDifficulty(shapes, [max(1, o // 4) for o in self.outputs])
+        self.order: HardTileOrder | None = None
+        self.iteration, self.best, self.log_rows = 0, None, []
+
+    def _check_data(self, model: torch.nn.Module) -> None:
+        dims = model.config.dims
+        if {a.ndim for a in self.data.targets} != {dims}:
+            raise ValueError(f"a {dims}D model needs {dims}D training data")
+        channels = {a.shape[0] if a.ndim > dims else 1 for a in self.data.images}
+        if channels != {model.config.input_channels}:
+            raise ValueError(
+                f"the model takes {model.config.input_channels} input channels (model.slice_context "
+                f"{model.config.slice_context}) but the training images have {sorted(channels)}: load them with "
+                "load_slices(..., slice_context=model.slice_context)"
+            )
+
+    def resume(self) -> None:
+        """Continue from `checkpoints/last.pt` if this run made it; discard every checkpoint of another run."""
+        if not self.last.exists():
+            return
+        state = load_checkpoint(self.last, self.device)
+        found, mine = (state.get("provenance") or {}).get("fingerprint"), self.provenance["fingerprint"]
+        if found != mine:
+            log.info("discarding %s: it was made by another run (fingerprint %s, this run %s)", self.last, found, mine)
+            for stale in self.ckpt_dir.glob("*.pt"):
+                stale.unlink()
+            return
+        log.info("resuming %s at iteration %d", self.last, state["iteration"])
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.iteration, self.best, self.log_rows = state["iteration"], state.get("best"), state.get("log", [])
+        torch.set_rng_state(state["torch_rng"])
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
+        if self.difficulty is not None:
+            self.difficulty.load_state_dict(state["difficulty"])
+
+    def loader(self) -> DataLoader:
+        """The tiles of the iterations still to come (sample i is a function of the seed and i alone)."""
+        s = self.settings
+        sampler = TileSampler(self.data, self.inputs, self.outputs, s.augment, s.seed, s.iterations * s.batch_size)
+        indices = range(self.iteration * s.batch_size, s.iterations * s.batch_size)
+        if self.difficulty is not None:
+            self.order = HardTileOrder(
+                sampler, self.difficulty, s.hard_tile_share, s.hard_tile_top, s.seed, indices.start, indices.stop
+            )
+        return DataLoader(
+            sampler if self.order is not None else torch.utils.data.Subset(sampler, list(indices)),
+            sampler=self.order,
+            batch_size=s.batch_size,
+            num_workers=s.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            # A private generator: creating the loader must not consume the global RNG that dropout replays.
+            generator=torch.Generator().manual_seed(s.seed),
+        )
+
+    def step(self, batch: tuple[torch.Tensor, ...]) -> float:
+        """One optimizer step on a batch of (image, target, weight) tiles; returns its loss."""
+        s = self.settings
+        x, y, w = batch
+        x = x.to(self.device, non_blocking=True).to(memory_format=self.layout)
+        y, w = y.to(self.device, non_blocking=True), w.to(self.device, non_blocking=True)
+        with autocast(self.device, self.precision):
+            logits = self.model(x)
+        loss = segmentation_loss(s.loss, logits, y, w, s.cldice_weight, s.cldice_iterations, s.hard_pixel_fraction)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.average is not None:
+            self.average.update(self.model)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at iteration {self.iteration + 1}; lower train.lr")
+        value = loss.item()
+        if self.order is not None:  # a batch's samples share its loss
+            first = self.iteration * s.batch_size
+            for i in range(first, first + s.batch_size):
+                self.order.record(i, self.outputs, value)
+        self.iteration += 1
+        return value
+
+    def log_and_validate(self, meter: _Meter) -> None:
+        """A log row; with validation data, the kept model's errors, and `best.pt` when they are the lowest yet."""
+        row = meter.row(self.iteration, self.optimizer.param_groups[0]["lr"])
+        if self.validation:
+            pe, re = validate(self.kept, self.device, self.validation, self.settings.threshold, self.precision)
+            row.update(val_pixel_error=pe, val_rand_error=re)
+            if self.best is None or (re, pe) < (self.best["rand_error"], self.best["pixel_error"]):
+                self.best = {"iteration": self.iteration, "rand_error": re, "pixel_error": pe}
+                save_checkpoint(
+                    self.ckpt_dir / "best.pt", self.kept, iteration=self.iteration, provenance=self.provenance
+                )
+        self.log_rows.append(row)
+        meter.reset()
+
+    def save_state(self) -> None:
+        """Everything a killed run needs to go on exactly where it stopped."""
+        save_checkpoint(
+            self.last,
+            self.model,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            iteration=self.iteration,
+            best=self.best,
+            log=self.log_rows,
+            torch_rng=torch.get_rng_state(),
+            provenance=self.provenance,
+            average=self.average.state_dict() if self.average is not None else None,
+            difficulty=self.difficulty.state_dict() if self.difficulty is not None else None,
+        )
+
+    def finish(self) -> Path:
+        """`model.pt` (the best validated model, else the last) and `train_log.csv`."""
+        iteration = self.iteration
+        if self.best is not None:
+            payload = load_checkpoint(self.ckpt_dir / "best.pt")
+            self.kept.load_state_dict(payload["state_dict"])
+            iteration = payload["iteration"]
+        model_path = self.out_dir / "model.pt"
+        save_checkpoint(model_path, self.kept, iteration=iteration, best=self.best, provenance=self.provenance)
+        with atomic_output(self.out_dir / "train_log.csv") as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(self.log_rows)
+        return model_path
+
+    def run(self) -> Path:
+        s = self.settings
+        self.resume()
+        batches = iter(self.loader())
+        self.model.train()
+        meter = _Meter()
+        with _Stop() as stop, tqdm(total=s.iterations, initial=self.iteration, desc="train", mininterval=2) as bar:
+            while True:
+                asked = time.perf_counter()
+                batch = next(batches, None)
+                meter.waited += time.perf_counter() - asked
+                if batch is None:
+                    break
+                meter.losses.append(self.step(batch))
+                bar.update(1)
+                bar.set_postfix(meter.postfix())
+                final = self.iteration == s.iterations
+                if self.iteration % s.validate_every == 0 or final:
+                    self.log_and_validate(meter)
+                if self.iteration % s.checkpoint_every == 0 or final or stop.requested:
+                    self.save_state()
+                if stop.requested and not final:
+                    raise Interrupted(f"stopped by SIGTERM at iteration {self.iteration}; checkpoint in {self.last}")
+        return self.finish()
+
+
 def train(
     model_settings: dict[str, Any],
     settings: TrainSettings,
@@ -123,180 +354,6 @@ def train(
     threads: int | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Train and write `model.pt` (best on validation, else last) and `train_log.csv` into `out_dir`.
-
-    `provenance` (see `unetflow.provenance`) is stored with every checkpoint and the model: a checkpoint is
-    resumed only when its fingerprint is this run's, otherwise it is discarded and training starts afresh."""
-    provenance = provenance or {"fingerprint": ""}
-    run_id = provenance["fingerprint"]
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    set_threads(threads)
-    device = select_device(device_name)
-    precision = resolve_precision(device, settings.precision)
-    torch.manual_seed(settings.seed)
-    model = build_model(model_settings)
-    inputs = [g.input_size(settings.tile) for g in model.geometries]
-    outputs = [g.output_size(n) if g.padding == "valid" else n for g, n in zip(model.geometries, inputs, strict=True)]
-    if {a.ndim for a in train_data.targets} != {model.config.dims}:
-        raise ValueError(f"a {model.config.dims}D model needs {model.config.dims}D training data")
-    channels = {a.shape[0] if a.ndim > model.config.dims else 1 for a in train_data.images}
-    if channels != {model.config.input_channels}:
-        raise ValueError(
-            f"the model takes {model.config.input_channels} input channels (model.slice_context "
-            f"{model.config.slice_context}) but the training images have {sorted(channels)}: load them with "
-            "load_slices(..., slice_context=model.slice_context)"
-        )
-    layout = memory_format(device, model.config.dims, training=True)
-    model = model.to(device).to(memory_format=layout)
-    optimizer = _optimizer(model, settings)
-    average = WeightAverage(model, settings.ema) if settings.ema else None
-    # The model that is validated and kept: the weight average when there is one.
-    kept = average.model if average is not None else model
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: lr_factor(settings.schedule, it, settings.iterations)
-    )
-    # Hard-tile sampling's running loss per cell of a grid of tile centres, a quarter of the output tile wide.
-    difficulty = None
-    if settings.hard_tile_share > 0:
-        difficulty = TileDifficulty([t.shape for t in train_data.targets], [max(1, o // 4) for o in outputs])
-    start, best, log_rows = 0, None, []
-    last = ckpt_dir / "last.pt"
-    if last.exists():
-        state = load_checkpoint(last, device)
-        found = (state.get("provenance") or {}).get("fingerprint")
-        if found != run_id:
-            log.info("discarding %s: it was made by another run (fingerprint %s, this run %s)", last, found, run_id)
-            for stale in ckpt_dir.glob("*.pt"):
-                stale.unlink()
-        else:
-            log.info("resuming %s at iteration %d", last, state["iteration"])
-            model.load_state_dict(state["state_dict"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start, best, log_rows = state["iteration"], state.get("best"), state.get("log", [])
-            torch.set_rng_state(state["torch_rng"])
-            if average is not None:
-                average.load_state_dict(state["average"])
-            if difficulty is not None:
-                difficulty.load_state_dict(state["difficulty"])
-    length = settings.iterations * settings.batch_size
-    sampler = TileSampler(train_data, inputs, outputs, settings.augment, settings.seed, length)
-    indices = range(start * settings.batch_size, settings.iterations * settings.batch_size)
-    order = None
-    if difficulty is not None:
-        order = HardTileOrder(
-            sampler,
-            difficulty,
-            settings.hard_tile_share,
-            settings.hard_tile_top,
-            settings.seed,
-            indices.start,
-            indices.stop,
-        )
-    loader = DataLoader(
-        sampler if order is not None else torch.utils.data.Subset(sampler, list(indices)),
-        sampler=order,
-        batch_size=settings.batch_size,
-        num_workers=settings.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        # A private generator: creating the loader must not consume the global RNG that dropout replays.
-        generator=torch.Generator().manual_seed(settings.seed),
-    )
-
-    def save_state(iteration: int) -> None:
-        save_checkpoint(
-            last,
-            model,
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            iteration=iteration,
-            best=best,
-            log=log_rows,
-            torch_rng=torch.get_rng_state(),
-            provenance=provenance,
-            average=average.state_dict() if average is not None else None,
-            difficulty=difficulty.state_dict() if difficulty is not None else None,
-        )
-
-    model.train()
-    running, t0, done_since, waited = [], time.perf_counter(), 0, 0.0
-    iteration = start
-    batches = iter(loader)
-    with _Stop() as stop, tqdm(total=settings.iterations, initial=start, desc="train", mininterval=2) as bar:
-        while True:
-            asked = time.perf_counter()
-            batch = next(batches, None)
-            waited += time.perf_counter() - asked
-            if batch is None:
-                break
-            x, y, w = batch
-            x = x.to(device, non_blocking=True).to(memory_format=layout)
-            y, w = y.to(device, non_blocking=True), w.to(device, non_blocking=True)
-            with autocast(device, precision):
-                logits = model(x)
-            loss = segmentation_loss(
-                settings.loss,
-                logits,
-                y,
-                w,
-                settings.cldice_weight,
-                settings.cldice_iterations,
-                settings.hard_pixel_fraction,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if average is not None:
-                average.update(model)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at iteration {iteration + 1}; lower train.lr")
-            value = loss.item()
-            if order is not None:  # a batch's samples share its loss
-                for i in range(iteration * settings.batch_size, (iteration + 1) * settings.batch_size):
-                    order.record(i, outputs, value)
-            iteration += 1
-            done_since += 1
-            running.append(value)
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{np.mean(running[-50:]):.4f}", wait=f"{waited / max(time.perf_counter() - t0, 1e-9):.0%}"
-            )
-            final = iteration == settings.iterations
-            if iteration % settings.validate_every == 0 or final:
-                seconds = time.perf_counter() - t0
-                row = {
-                    "iteration": iteration,
-                    "loss": float(np.mean(running)),
-                    "seconds": round(seconds, 3),
-                    "iterations_per_second": round(done_since / max(seconds, 1e-9), 4),
-                    "data_wait_share": round(waited / max(seconds, 1e-9), 4),
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "val_pixel_error": "",
-                    "val_rand_error": "",
-                }
-                if validation:
-                    pe, re = validate(kept, device, validation, settings.threshold, precision)
-                    row.update(val_pixel_error=pe, val_rand_error=re)
-                    if best is None or (re, pe) < (best["rand_error"], best["pixel_error"]):
-                        best = {"iteration": iteration, "rand_error": re, "pixel_error": pe}
-                        save_checkpoint(ckpt_dir / "best.pt", kept, iteration=iteration, provenance=provenance)
-                log_rows.append(row)
-                running, t0, done_since, waited = [], time.perf_counter(), 0, 0.0
-            if iteration % settings.checkpoint_every == 0 or final or stop.requested:
-                save_state(iteration)
-            if stop.requested and not final:
-                raise Interrupted(f"stopped by SIGTERM at iteration {iteration}; checkpoint in {last}")
-    if best is not None:
-        payload = load_checkpoint(ckpt_dir / "best.pt")
-        kept.load_state_dict(payload["state_dict"])
-        iteration = payload["iteration"]
-    save_checkpoint(out_dir / "model.pt", kept, iteration=iteration, best=best, provenance=provenance)
-    with atomic_output(out_dir / "train_log.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(log_rows)
-    return out_dir / "model.pt"
+    """Train and write `model.pt` (best on validation, else last) and `train_log.csv` into `out_dir` (see
+    `Trainer`)."""
+    return Trainer(model_settings, settings, train_data, validation, out_dir, device_name, threads, provenance).run()
