@@ -110,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"unetflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    synthetic, ingest = defaults("synthetic"), defaults("ingest")
+    synthetic, ingest, predict, train = (
+        defaults("synthetic"),
+        defaults("ingest"),
+        defaults("predict"),
+        defaults("train"),
+    )
     s = sub.add_parser("synth", help="write the synthetic EM-like dataset (TIFF stacks)")
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=synthetic["seed"])
@@ -155,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-images", nargs="*", default=[])
     s.add_argument("--val-labels", nargs="*", default=[])
     s.add_argument("--out", required=True)
-    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    s.add_argument("--device", default=train["device"], help="auto (CUDA when present), cpu, cuda or cuda:N")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: train.workers)")
     s.add_argument("--checkpoint-every", type=int, default=None, help="default: train.checkpoint_every")
@@ -169,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fold", type=_shard, default=None, help="predict only the held-out slices of fold I of K (I/K)")
     s.add_argument("--memory-mb", type=float, default=None, help="memory for one batch of tiles (automatic block)")
     s.add_argument("--batch-size", type=int, default=None)
-    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    s.add_argument("--scheduler", default="threads", help="threads, local (LocalCluster) or tcp://host:port")
-    s.add_argument("--workers", type=int, default=1, help="threads, or LocalCluster worker processes")
+    s.add_argument("--device", default=predict["device"], help="auto (CUDA when present), cpu, cuda or cuda:N")
+    s.add_argument("--scheduler", default=predict["scheduler"], help="threads, local (LocalCluster) or tcp://host:port")
+    s.add_argument("--workers", type=int, default=predict["workers"], help="threads, or LocalCluster worker processes")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--shard", type=_shard, default=(0, 1), help="process only the i-th of N block subsets (i/N)")
     s.add_argument("--gather", action="store_true", help="check that all shards are done and finish the output")

@@ -13,23 +13,19 @@ from typing import Any
 import dask
 from tqdm import tqdm
 
+from unetflow.settings import check, defaults
+
 
 @dataclass(frozen=True)
 class SchedulerSpec:
     """`threads` (local, `workers` threads), `local` (a LocalCluster of `workers` processes) or the address of a
     running dask.distributed scheduler (tcp://host:port)."""
 
-    name: str = "threads"
-    workers: int = 1
+    name: str = defaults("predict")["scheduler"]
+    workers: int = defaults("predict")["workers"]
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ValueError(f"predict.workers must be >= 1, got {self.workers}")
-        if self.name not in ("threads", "local") and "://" not in self.name:
-            raise ValueError(
-                f"predict.scheduler must be 'threads', 'local' or a scheduler address like tcp://host:8786, "
-                f"got {self.name!r}"
-            )
+        check("predict", {"scheduler": self.name, "workers": self.workers})
 
     @property
     def distributed(self) -> bool:

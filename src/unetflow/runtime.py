@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
+from unetflow.settings import section_schema
+
+PRECISIONS = tuple(section_schema("train")["properties"]["precision"]["enum"])
 
 
 def select_device(name: str = "auto") -> torch.device:

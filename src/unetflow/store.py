@@ -21,7 +21,6 @@ import zarr
 
 OME_VERSION = "0.5"
 TIFF_SUFFIXES = (".tif", ".tiff")
-OUTPUT_DTYPES = ("float16", "float32", "uint8")  # how probabilities may be stored
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from unetflow.models.geometry import Geometry
+from unetflow.settings import check
 
 
 @dataclass(frozen=True)
@@ -29,18 +30,15 @@ class ModelConfig:
     slice_context: int = 0
 
     def __post_init__(self) -> None:
+        check("model", self.to_dict())  # each value on its own; below, what depends on the architecture
         if self.padding not in self.paddings:
             raise ValueError(
                 f"model.padding must be one of {self.paddings} for {self.architecture}, got {self.padding!r}"
             )
-        if self.dims not in (2, 3):
-            raise ValueError(f"model.dims must be 2 or 3, got {self.dims!r}")
-        if self.levels < 2:
-            raise ValueError(f"model.levels must be >= 2, got {self.levels}")
-        if self.slice_context < 0 or (self.slice_context and self.dims != 2):
+        if self.slice_context and self.dims != 2:
             raise ValueError(
-                f"model.slice_context (neighbouring slices on each side given to a 2D model) must be >= 0 and is "
-                f"for dims 2 only; got {self.slice_context} with dims {self.dims}"
+                f"model.slice_context (neighbouring slices on each side given to a 2D model) is for dims 2 only; "
+                f"got {self.slice_context} with dims {self.dims}"
             )
 
     @property

@@ -15,12 +15,16 @@ import pandas as pd
 from unetflow.labels import cell_mask, instance_labels, recorded_convention
 from unetflow.metrics import slice_metrics
 from unetflow.provenance import input_fingerprint, make_record, stage_code
-from unetflow.settings import check
+from unetflow.settings import check, defaults
 from unetflow.store import open_image, write_table
 
 
 def evaluate_volume(
-    segmentation: str | Path, truth: str | Path, out: str | Path, connectivity: int = 4, name: str = ""
+    segmentation: str | Path,
+    truth: str | Path,
+    out: str | Path,
+    connectivity: int = defaults("evaluate")["connectivity"],
+    name: str = "",
 ) -> pd.DataFrame:
     check("evaluate", {"connectivity": connectivity})
     seg, gt = open_image(segmentation), open_image(truth)

@@ -17,6 +17,7 @@ import tifffile
 from unetflow.intensity import RunningStats
 from unetflow.labels import LabelSurvey
 from unetflow.provenance import RECORD_KEY, ContentDigest, make_record, stage_code
+from unetflow.settings import default, defaults
 from unetflow.store import TIFF_SUFFIXES, atomic_output, create_image, set_attrs
 
 
@@ -93,9 +94,9 @@ def ingest(
     source: str | Path,
     out: str | Path,
     kind: str = "image",
-    voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
-    chunks: Sequence[int] = (1, 512, 512),
-    unit: str = "nanometer",
+    voxel_size: Sequence[float] = tuple(default("dataset", "voxel_size")),
+    chunks: Sequence[int] = tuple(defaults("ingest")["chunks"]),
+    unit: str = default("dataset", "unit"),
     z_range: Sequence[int] | None = None,
 ) -> Path:
     """Convert `source` into the OME-Zarr image `out` (axes zyx); returns `out`."""

@@ -35,7 +35,6 @@ from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, reco
 from unetflow.runtime import release_free_memory, resolve_precision, select_device, set_threads
 from unetflow.settings import check, defaults
 from unetflow.store import (
-    OUTPUT_DTYPES,
     Image,
     as_zyx,
     create_image,
@@ -50,6 +49,9 @@ from unetflow.store import (
 log = logging.getLogger(__name__)
 
 
+_D = defaults("predict")
+
+
 @dataclass(frozen=True)
 class PredictJob:
     """Everything a worker needs to compute and store one block; small and picklable for dask.distributed."""
@@ -58,12 +60,12 @@ class PredictJob:
     source: str
     out: str
     block: tuple[int, int, int]
-    dtype: str = "float16"
-    tta: bool = False
-    batch_size: int = 4
-    device: str = "auto"
+    dtype: str = _D["dtype"]
+    tta: bool = _D["tta"]
+    batch_size: int = _D["batch_size"]
+    device: str = _D["device"]
     threads: int | None = None
-    precision: str = "auto"
+    precision: str = _D["precision"]
     # Only slices [start, stop) of the source, predicted as a stack of their own (a fold's held-out slices).
     z_range: tuple[int, int] | None = None
     # The output's fingerprint, once known: a worker built for other inputs is never reused.
@@ -260,8 +262,7 @@ def resolve_job(
 ) -> tuple[PredictJob, Image, torch.nn.Module, BlockPlan, torch.device]:
     """Validate the job against its source and model; fill in an automatic block size (zeros in `block`) and the
     precision `auto` stands for on this device (so that a resumed output never mixes precisions)."""
-    if job.dtype not in OUTPUT_DTYPES:
-        raise ValueError(f"predict.dtype must be one of {OUTPUT_DTYPES}, got {job.dtype!r}")
+    check("predict", {"dtype": job.dtype, "precision": job.precision, "batch_size": job.batch_size})
     image = _source(job)
     device = select_device(job.device)
     precision = resolve_precision(device, job.precision)
@@ -271,7 +272,7 @@ def resolve_job(
     if len(block) != 3:
         raise ValueError(f"predict.block needs 3 entries (z, y, x), got {list(job.block)}")
     if any(b <= 0 for b in block):
-        budget = (memory_mb or defaults("predict")["memory_budget_mb"]) * 2**20
+        budget = (memory_mb or _D["memory_budget_mb"]) * 2**20
         chosen = auto_block(model, image.shape, budget, job.batch_size, precision)
         block = tuple(c if b <= 0 else b for b, c in zip(block, chosen, strict=True))
     # A 2D model's z block never needs to exceed the volume.

@@ -12,15 +12,17 @@ import numpy as np
 
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
 from unetflow.segmentation import label_slab
-from unetflow.settings import check
+from unetflow.settings import check, defaults
 from unetflow.store import atomic_output, create_image, decode_probabilities, open_image, set_attrs
+
+_D = defaults("segment")
 
 
 def segment_volume(
     probabilities: str | Path,
     out: str | Path,
-    threshold: float = 0.5,
-    connectivity: int = 4,
+    threshold: float = _D["threshold"],
+    connectivity: int = _D["connectivity"],
     cell_class: int = 1,
 ) -> Path:
     check("segment", {"threshold": threshold, "connectivity": connectivity})

@@ -12,14 +12,17 @@ import copy
 import torch
 from torch import nn
 
+from unetflow.settings import check
+
 
 class WeightAverage:
     """An averaged copy of `model`; `update(model)` after each optimizer step. The effective decay ramps up as
     (1 + n) / (10 + n) over the first updates, so early weights (random initialization) fade out quickly."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"train.ema must be in (0, 1) to average weights (0 turns it off), got {decay}")
+        check("train", {"ema": decay})
+        if decay == 0:
+            raise ValueError("train.ema 0 means no weight average; none is built")
         self.decay = decay
         self.updates = 0
         self.model = copy.deepcopy(model).eval()

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from unetflow.settings import check
 from unetflow.training.data import TileSampler
 
 
@@ -44,8 +45,7 @@ class TileDifficulty:
 
     def draw(self, rng: np.random.Generator, top: float) -> tuple[int, tuple[int, ...]]:
         """An (item, centre) in a cell drawn uniformly from the hardest `top` share of cells (unseen cells first)."""
-        if not 0.0 < top <= 1.0:
-            raise ValueError(f"train.hard_tile_top must be in (0, 1], got {top}")
+        check("train", {"hard_tile_top": top})
         flat = np.concatenate([g.ravel() for g in self.grids])
         hardest = max(1, int(np.ceil(top * flat.size)))
         unseen = np.flatnonzero(np.isnan(flat))
@@ -89,10 +89,7 @@ class HardTileOrder(Sampler):
         start: int,
         stop: int,
     ) -> None:
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"train.hard_tile_share must be in [0, 1], got {share}")
-        if not 0.0 < top <= 1.0:
-            raise ValueError(f"train.hard_tile_top must be in (0, 1], got {top}")
+        check("train", {"hard_tile_share": share, "hard_tile_top": top})
         self.tiles, self.difficulty, self.share, self.top, self.seed = tiles, difficulty, share, top, seed
         self.start, self.stop = start, stop
         self.positions: dict[int, tuple[int, tuple[int, ...]]] = {}
