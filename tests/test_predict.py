@@ -99,7 +99,7 @@ def test_partial_output_from_other_settings_is_discarded(model_path, volume, tmp
 
 
 def test_gather_without_shards_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no partial prediction"):
+    with pytest.raises(FileNotFoundError, match="no partial output"):
         finalize(tmp_path / "none.ome.zarr")
 
 

@@ -6,14 +6,22 @@ region grown by the model's context; may extend past the volume, where it is fil
 from __future__ import annotations
 
 import itertools
+import logging
 import os
-from collections.abc import Sequence
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import zarr
+
+from unetflow.provenance import recorded
+from unetflow.store import partial_path, remove, set_attrs
 
 Region = tuple[slice, ...]
+log = logging.getLogger(__name__)
 DONE_DIR = ".unetflow_blocks"  # inside a partial store: one empty file per finished block
 
 
@@ -99,6 +107,66 @@ def done_blocks(store: Path) -> set[str]:
 
 
 def remove_records(store: str | Path) -> None:
-    import shutil
-
     shutil.rmtree(Path(store) / DONE_DIR, ignore_errors=True)
+
+
+# A store built block by block: `<out>.partial` while blocks are outstanding, `<out>` once every block is recorded.
+
+
+def open_partial(store: Path, fingerprint: str, create: Callable[[Path], None]) -> bool:
+    """Make `store` a partial output of `fingerprint` (see `unetflow.provenance`): reuse it when its recorded
+    fingerprint matches (True), else discard it and `create(path)` a fresh one with that record inside (False).
+
+    Safe when several shards start at once: a stale store is renamed away before removal, and a new one is built
+    under a unique name and renamed into place, so exactly one attempt wins and the others reuse it."""
+    for _ in range(10):
+        record = recorded(store)
+        found = record["fingerprint"] if record else None
+        if found == fingerprint:
+            return True
+        if store.exists():
+            stale = store.with_name(f"{store.name}.stale-{uuid.uuid4().hex[:8]}")
+            try:
+                store.rename(stale)
+                log.info("discarding %s: it was made from other inputs or settings (fingerprint %s)", store, found)
+                remove(stale)
+            except FileNotFoundError:
+                pass
+            continue
+        fresh = store.with_name(f"{store.name}.new-{uuid.uuid4().hex[:8]}")
+        create(fresh)
+        start_records(fresh)
+        try:
+            fresh.rename(store)
+            return False
+        except OSError:  # another shard won the race
+            remove(fresh)
+    raise RuntimeError(f"{store}: could not create or reuse the partial output")
+
+
+def chunk_indices(store: Path, leading_axes: int = 0) -> list[tuple[int, ...]]:
+    """All block indices of a store's array "0", from its chunk grid (after `leading_axes` such as channels)."""
+    array = zarr.open_group(str(store), mode="r")["0"]
+    shape, chunks = array.shape[leading_axes:], array.chunks[leading_axes:]
+    counts = [-(-s // c) for s, c in zip(shape, chunks, strict=True)]
+    return [tuple(int(i) for i in idx) for idx in np.ndindex(*counts)]
+
+
+def finish_partial(out: str | Path, leading_axes: int = 0) -> Path:
+    """Check that every block of `<out>.partial` is recorded, mark it complete and move it to `out`."""
+    out = Path(out)
+    store = partial_path(out)
+    if not store.is_dir():
+        raise FileNotFoundError(f"{store}: no partial output to finish (run the jobs that compute its blocks first)")
+    done = done_blocks(store)
+    missing = [i for i in chunk_indices(store, leading_axes) if block_key(i) not in done]
+    if missing:
+        raise RuntimeError(
+            f"{store}: {len(missing)} blocks are not done yet (e.g. {block_key(missing[0])}); "
+            "re-run the jobs (shards) that did not finish"
+        )
+    set_attrs(store, {"complete": True})
+    remove_records(store)
+    remove(out)
+    store.rename(out)
+    return out

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 import zarr
 
-from unetflow.blocks import Block, block_key, done_blocks, record_done, remove_records, start_records
+from unetflow.blocks import Block, block_key, done_blocks, finish_partial, open_partial, record_done
 from unetflow.blocks import shard as shard_blocks
 from unetflow.executor import SchedulerSpec, run_tasks
 from unetflow.experiment import Fold
@@ -31,7 +30,7 @@ from unetflow.inference.inferer import TileInferer, infer_block
 from unetflow.inference.tiling import BlockPlan, plan_blocks
 from unetflow.intensity import image_stats
 from unetflow.models.checkpoint import load_model
-from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, recorded, stage_code
+from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
 from unetflow.runtime import release_free_memory, resolve_precision, select_device, set_threads
 from unetflow.settings import check, defaults
 from unetflow.store import (
@@ -41,8 +40,6 @@ from unetflow.store import (
     encode_probabilities,
     open_image,
     partial_path,
-    remove,
-    set_attrs,
     z_window,
 )
 
@@ -184,77 +181,19 @@ def provenance(job: PredictJob, shape: Sequence[int]) -> dict[str, Any]:
     return make_record(inputs, settings, stage_code("predict"))
 
 
-def _existing_fingerprint(store: Path) -> str | None:
-    record = recorded(store)
-    return record["fingerprint"] if record else None
-
-
 def prepare_store(job: PredictJob, shape: tuple[int, ...], image: Image, attrs: dict) -> bool:
-    """Make `job.store` hold an output for the provenance record in `attrs`; True if an existing one is resumed.
+    """Make `job.store` hold an output for the provenance record in `attrs`; True if an existing one is resumed."""
 
-    Safe when several shards start at once: a stale store is renamed away before removal, and a new one is
-    built under a unique name and renamed into place, so exactly one attempt wins and the others reuse it.
-    """
-    store = job.store
-    print_ = attrs[RECORD_KEY]["fingerprint"]
-    for _ in range(10):
-        found = _existing_fingerprint(store)
-        if found == print_:
-            return True
-        if store.exists():
-            stale = store.with_name(f"{store.name}.stale-{uuid.uuid4().hex[:8]}")
-            try:
-                store.rename(stale)
-                log.info("discarding %s: it was made from other inputs or settings (fingerprint %s)", store, found)
-                remove(stale)
-            except FileNotFoundError:
-                pass
-            continue
-        fresh = store.with_name(f"{store.name}.new-{uuid.uuid4().hex[:8]}")
-        create_image(
-            fresh,
-            shape,
-            job.dtype,
-            (shape[0], *job.block),
-            "czyx",
-            image.voxel_size,
-            image.unit,
-            attrs=attrs,
-        )
-        start_records(fresh)
-        try:
-            fresh.rename(store)
-            return False
-        except OSError:  # another shard won the race
-            remove(fresh)
-    raise RuntimeError(f"{store}: could not create or reuse the partial output")
+    def create(fresh: Path) -> None:
+        chunks = (shape[0], *job.block)
+        create_image(fresh, shape, job.dtype, chunks, "czyx", image.voxel_size, image.unit, attrs=attrs)
 
-
-def chunk_indices(store: Path) -> list[tuple[int, ...]]:
-    """All block indices of an output store, from its chunk grid."""
-    array = zarr.open_group(str(store), mode="r")["0"]
-    counts = [-(-s // c) for s, c in zip(array.shape[1:], array.chunks[1:], strict=True)]
-    return [tuple(int(i) for i in idx) for idx in np.ndindex(*counts)]
+    return open_partial(job.store, attrs[RECORD_KEY]["fingerprint"], create)
 
 
 def finalize(out: str | Path) -> Path:
-    """Check that every block of `<out>.partial` is done, then move it to `out`."""
-    out = Path(out)
-    store = partial_path(out)
-    if not store.is_dir():
-        raise FileNotFoundError(f"{store}: no partial prediction to gather (run the predict shards first)")
-    done = done_blocks(store)
-    missing = [i for i in chunk_indices(store) if block_key(i) not in done]
-    if missing:
-        raise RuntimeError(
-            f"{store}: {len(missing)} blocks are not done yet (e.g. {block_key(missing[0])}); "
-            "re-run the predict shards that did not finish"
-        )
-    set_attrs(store, {"complete": True})
-    remove_records(store)
-    remove(out)
-    store.rename(out)
-    return out
+    """Check that every block of `<out>.partial` is done, then move it to `out` (the gather step of shards)."""
+    return finish_partial(out, leading_axes=1)
 
 
 def resolve_job(
