@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        # Tensors and plain data only: a pickle that would run code (os.system, ...) is refused, never executed.
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path}: refused to load: it holds more than tensors and plain data (a model file can carry code; "
+            f"unetflow loads weights only). {str(exc).splitlines()[0]}"
+        ) from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]})") from exc
     if not isinstance(payload, dict) or "model" not in payload or "state_dict" not in payload:
         raise ValueError(f"{path}: not a unetflow checkpoint (expected keys 'model' and 'state_dict')")
     return payload

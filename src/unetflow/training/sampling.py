@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 from unetflow.settings import check
@@ -65,12 +66,13 @@ class TileDifficulty:
         return item, centre
 
     def state_dict(self) -> dict:
-        return {"grids": [g.copy() for g in self.grids], "cell": self.cell, "momentum": self.momentum}
+        # Tensors, not numpy arrays: checkpoints load with torch.load(weights_only=True), which runs no pickled code.
+        return {"grids": [torch.from_numpy(g.copy()) for g in self.grids], "cell": self.cell, "momentum": self.momentum}
 
     def load_state_dict(self, state: dict) -> None:
         if tuple(state["cell"]) != self.cell or [g.shape for g in state["grids"]] != [g.shape for g in self.grids]:
             raise ValueError("the checkpoint's tile-difficulty grid does not match this training data")
-        self.grids = [np.array(g, dtype=float) for g in state["grids"]]
+        self.grids = [np.array(torch.as_tensor(g), dtype=float) for g in state["grids"]]
 
 
 class HardTileOrder(Sampler):
