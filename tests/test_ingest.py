@@ -64,3 +64,36 @@ def test_color_tiff_is_refused(tmp_path):
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 8, 3), np.uint8), photometric="rgb")
     with pytest.raises(ValueError, match="rgb.tif.*grayscale"):
         ingest(tmp_path / "rgb.tif", tmp_path / "x.ome.zarr")
+
+
+def _stack(tmp_path, name="full.tif", dtype=np.uint8):
+    data = np.random.default_rng(0).integers(0, 255, (5, 64, 64)).astype(dtype)
+    tifffile.imwrite(tmp_path / name, data, photometric="minisblack")
+    return tmp_path / name, data
+
+
+def test_a_truncated_tiff_is_refused_naming_the_file(tmp_path):
+    full, _ = _stack(tmp_path)
+    raw = full.read_bytes()
+    for cut in (len(raw) // 2, len(raw) - 100):
+        truncated = tmp_path / f"cut{cut}.tif"
+        truncated.write_bytes(raw[:cut])
+        with pytest.raises(ValueError, match=rf"cut{cut}\.tif: .*(truncated|damaged)"):
+            ingest(truncated, tmp_path / "o.ome.zarr")
+        assert not (tmp_path / "o.ome.zarr").exists() and not partial_path(tmp_path / "o.ome.zarr").exists()
+
+
+def test_a_garbage_or_empty_tiff_names_the_file(tmp_path):
+    garbage = tmp_path / "garbage.tif"
+    garbage.write_bytes(b"II*\x00" + bytes(range(256)) * 2)
+    with pytest.raises(ValueError, match=r"garbage\.tif: not a readable TIFF"):
+        ingest(garbage, tmp_path / "o.ome.zarr")
+
+
+def test_non_finite_pixels_are_refused_naming_the_slice(tmp_path):
+    path, data = _stack(tmp_path, "float.tif", np.float32)
+    data[3, 10, 10] = np.nan
+    tifffile.imwrite(path, data, photometric="minisblack")
+    with pytest.raises(ValueError, match=r"float\.tif: slice 3 holds NaN"):
+        ingest(path, tmp_path / "o.ome.zarr", chunks=(2, 64, 64))
+    assert not (tmp_path / "o.ome.zarr").exists()

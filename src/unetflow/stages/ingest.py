@@ -48,17 +48,25 @@ def _page_shapes(files: Sequence[Path]) -> tuple[int, tuple[int, int], np.dtype]
                 series = tif.series[0]
                 s = tuple(series.shape)
                 d = np.dtype(series.dtype)
-                if "S" in series.axes:
-                    raise ValueError(
-                        f"{f}: stored as color/multi-sample image (axes {series.axes}, shape {s}); "
-                        "expected grayscale slices (write with photometric='minisblack')"
-                    )
-        except tifffile.TiffFileError as exc:
-            raise ValueError(f"{f}: not a readable TIFF ({exc})") from exc
+                axes = series.axes
+                pages = len(series.pages)
+        except Exception as exc:  # tifffile raises many types on a damaged header (IndexError among them)
+            raise ValueError(f"{f}: not a readable TIFF ({type(exc).__name__}: {exc})") from exc
+        if "S" in axes:
+            raise ValueError(
+                f"{f}: stored as color/multi-sample image (axes {axes}, shape {s}); "
+                "expected grayscale slices (write with photometric='minisblack')"
+            )
         if len(s) == 2:
             s = (1, *s)
         if len(s) != 3:
             raise ValueError(f"{f}: expected a 2D slice or a 3D (z, y, x) grayscale stack, got shape {s}")
+        if s[0] == 0 or 0 in s[1:]:
+            raise ValueError(f"{f}: holds no slices (shape {s})")
+        if pages not in (1, s[0]) or (pages == 1 and s[0] > 1 and not _contiguous(f)):
+            raise ValueError(
+                f"{f}: truncated or damaged: its header announces {s[0]} slices but {pages} pages are readable"
+            )
         if shape is None:
             shape, dtype = s[1:], d
         elif s[1:] != shape or d != dtype:
@@ -66,6 +74,25 @@ def _page_shapes(files: Sequence[Path]) -> tuple[int, tuple[int, int], np.dtype]
         count += s[0]
     assert shape is not None and dtype is not None
     return count, shape, dtype
+
+
+def _contiguous(f: Path) -> bool:
+    """Whether a one-page series of several slices is a contiguous block (tifffile's shaped files) that lies
+    wholly inside the file."""
+    with tifffile.TiffFile(f) as tif:
+        series = tif.series[0]
+        offset = series.dataoffset
+        return offset is not None and offset + series.nbytes <= f.stat().st_size
+
+
+def _check_page(f: Path, page, index: int) -> None:
+    """Refuse a page whose data lie (partly) beyond the end of the file: tifffile would return zeros."""
+    size = f.stat().st_size
+    for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
+        if offset + count > size:
+            raise ValueError(
+                f"{f}: page {index} is truncated (its data end at byte {offset + count}, the file at {size})"
+            )
 
 
 def iter_slabs(files: Sequence[Path], depth: int, z_range: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
@@ -78,11 +105,19 @@ def iter_slabs(files: Sequence[Path], depth: int, z_range: tuple[int, int] | Non
     for f in files:
         with tifffile.TiffFile(f) as tif:
             series = tif.series[0]
-            for page in series.pages:
+            for k in range(len(series.pages)):
                 z += 1
                 if z_range is not None and not z_range[0] <= z - 1 < z_range[1]:
                     continue
-                buffer.append(page.asarray())
+                try:
+                    page = series.pages[k]
+                except Exception as exc:  # tifffile's many errors on a damaged page
+                    raise ValueError(f"{f}: page {k} is damaged ({type(exc).__name__}: {exc})") from exc
+                _check_page(f, page, k)
+                try:
+                    buffer.append(page.asarray())
+                except Exception as exc:
+                    raise ValueError(f"{f}: page {k} is damaged ({type(exc).__name__}: {exc})") from exc
                 if len(buffer) == depth:
                     yield np.stack(buffer)
                     buffer = []
@@ -117,6 +152,12 @@ def ingest(
         array = create_image(tmp, full, dtype, chunks, "zyx", voxel_size, unit)
         z = 0
         for slab in iter_slabs(files, max(1, int(chunks[0])), z_range):
+            if np.issubdtype(slab.dtype, np.floating) and not np.isfinite(slab).all():
+                bad = z + int(np.flatnonzero(~np.isfinite(slab).reshape(len(slab), -1).all(axis=1))[0])
+                raise ValueError(
+                    f"{source}: slice {bad} holds NaN or infinite values; they would spread through every "
+                    "prediction, so they are refused (replace them in the source first)"
+                )
             array[z : z + len(slab)] = slab
             content.update(slab)
             if kind == "labels":
