@@ -218,3 +218,13 @@ def test_partial_output_of_a_changed_input_is_not_resumed(model_path, tmp_path, 
     rerun = read(predict_volume(job(model_path, str(images), out)))
     fresh = read(predict_volume(job(model_path, str(images), tmp_path / "fresh.ome.zarr")))
     assert np.array_equal(rerun, fresh)
+
+
+def test_non_finite_input_is_refused_naming_the_source_and_block(model_path, tmp_path):
+    data = np.random.default_rng(2).random((2, 40, 40)).astype(np.float32)
+    data[1, 5, 5] = np.nan
+    source = tmp_path / "nan.zarr"
+    create_image(source, data.shape, np.float32, (1, 40, 40), attrs={"intensity": {"mean": 0.5, "std": 0.3}})[:] = data
+    with pytest.raises(ValueError, match=r"nan\.zarr: input block \(1, 0, 0\) .* NaN"):
+        predict_volume(job(model_path, str(source), tmp_path / "p.ome.zarr", block=(1, 48, 48)))
+    assert not (tmp_path / "p.ome.zarr").exists()

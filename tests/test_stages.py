@@ -81,7 +81,7 @@ def test_segment_evaluate_report(model_file, ingested, tmp_path):
 
 
 def test_segment_and_evaluate_refuse_mismatches(ingested, tmp_path):
-    with pytest.raises(ValueError, match="not a finished prediction"):
+    with pytest.raises(ValueError, match="czyx"):
         segment_volume(ingested[0], tmp_path / "s.ome.zarr")
     with pytest.raises(ValueError, match="threshold"):
         segment_volume(ingested[0], tmp_path / "s.ome.zarr", threshold=1.5)

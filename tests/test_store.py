@@ -60,3 +60,32 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     with atomic_output(out) as tmp:
         create_image(tmp, (1, 4, 4), "uint8", (1, 4, 4))
     assert out.exists() and not partial_path(out).exists()
+
+
+def test_unfinished_outputs_are_refused_by_every_reader(tmp_path):
+    from unetflow.store import atomic_output, create_image, open_image, set_attrs
+
+    with pytest.raises(ValueError, match="unfinished output"), atomic_output(tmp_path / "a.ome.zarr") as tmp:
+        create_image(tmp, (2, 8, 8), "uint8", (1, 8, 8))
+        open_image(tmp)  # a stage handed the .partial store
+    half = tmp_path / "half.ome.zarr"
+    create_image(half, (2, 8, 8), "uint8", (1, 8, 8))
+    set_attrs(half, {"provenance": {"fingerprint": "x"}})  # ours, but never marked complete
+    with pytest.raises(ValueError, match="no 'complete' mark"):
+        open_image(half)
+
+
+def test_a_chunk_missing_from_a_complete_store_is_named_not_read_as_zeros(tmp_path):
+    import shutil
+
+    from unetflow.store import MissingChunkError, atomic_output, create_image, open_image
+
+    out = tmp_path / "w.ome.zarr"
+    with atomic_output(out) as tmp:
+        create_image(tmp, (3, 8, 8), "float32", (1, 8, 8))[:] = 0  # all chunks equal the fill value
+    chunks = sorted((out / "0" / "c").rglob("*"))
+    assert sum(c.is_file() for c in chunks) == 3  # written although empty
+    assert np.array_equal(open_image(out).array[:], np.zeros((3, 8, 8)))
+    shutil.rmtree(out / "0" / "c" / "1")
+    with pytest.raises(MissingChunkError, match=r"w\.ome\.zarr: chunk 0/c/1/0/0 is missing"):
+        open_image(out).array[1]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import tifffile
 import zarr
+from zarr.storage import LocalStore
 
 OME_VERSION = "0.5"
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -102,6 +103,9 @@ def create_image(
         dtype=dtype,
         fill_value=fill_value,
         dimension_names=list(axes),
+        # Every chunk is written, even one that equals the fill value, so that a complete store holds all of its
+        # chunks and a missing one is detected (`open_image`) instead of read as fill value.
+        config={"write_empty_chunks": True},
     )
 
 
@@ -120,15 +124,49 @@ def _open_tiff(path: Path) -> Image:
     return Image(array, axes, (1.0,) * sum(a != "c" for a in axes), attrs={}, path=path)
 
 
+UNFINISHED_MARKS = (".partial", ".new-", ".stale-")  # names of outputs still being built (see atomic_output)
+
+
+class MissingChunkError(ValueError):
+    """A chunk absent from a store that was written completely."""
+
+
+class _CompleteStore(LocalStore):
+    """A store unetflow finished writing, read strictly: every chunk was written (`write_empty_chunks`), so a
+    chunk that is not there is damage, reported with the store and the chunk's key, never read as fill value."""
+
+    async def get(self, key, prototype=None, byte_range=None):  # type: ignore[override]
+        value = await super().get(key, prototype, byte_range)
+        if value is None and "/c/" in f"/{key}":  # a chunk key of zarr v3's default encoding, not a metadata probe
+            raise MissingChunkError(f"{self.root}: chunk {key} is missing from a store that was written completely")
+        return value
+
+
+def _unetflow_attributes(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "zarr.json").read_text()).get("attributes", {}).get("unetflow", {}) or {}
+    except (OSError, ValueError):
+        return {}
+
+
 def open_image(path: str | Path) -> Image:
-    """Open an OME-Zarr image, a plain zarr array or a TIFF, lazily (nothing is read whole)."""
+    """Open an OME-Zarr image, a plain zarr array or a TIFF, lazily (nothing is read whole).
+
+    An output still being built (a `.partial` name, or a store of unetflow's with a provenance record but no
+    `complete` mark) is refused; a complete one of unetflow's is read strictly (see `_CompleteStore`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
+    if any(mark in path.name for mark in UNFINISHED_MARKS):
+        raise ValueError(f"{path}: an unfinished output (still being written, or left by a killed job)")
     if path.suffix.lower() in TIFF_SUFFIXES:
         return _open_tiff(path)
+    ours = _unetflow_attributes(path)
+    if ours.get("provenance") and ours.get("complete") is not True:
+        raise ValueError(f"{path}: an unfinished output (no 'complete' mark); re-run the stage that writes it")
     try:
-        node = zarr.open(str(path), mode="r")
+        store = _CompleteStore(path, read_only=True) if ours.get("complete") is True else str(path)
+        node = zarr.open(store=store, mode="r")
     except Exception as exc:  # zarr raises several types for "not a store"
         raise ValueError(f"{path}: not a zarr store or TIFF file ({exc})") from exc
     if isinstance(node, zarr.Array):
@@ -232,6 +270,8 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         remove(tmp)
         raise
     if tmp.is_dir():
+        if (tmp / "zarr.json").exists():
+            set_attrs(tmp, {"complete": True})
         remove(path)
         tmp.rename(path)
     else:  # a file replaces its old version in one step

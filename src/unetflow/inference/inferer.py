@@ -61,6 +61,9 @@ class TileInferer:
 def infer_block(inferer: TileInferer, source, block: Block, plan: BlockPlan, stats: IntensityStats) -> np.ndarray:
     """Class probabilities (classes, *write region shape) of one block of a zyx `source`."""
     data = stats.normalize(read_mirrored(source, block.read))
+    if not np.isfinite(data).all():  # one NaN would spread through every probability the block's tiles make
+        region = ", ".join(f"{r.start}:{r.stop}" for r in block.read)
+        raise ValueError(f"input block {block.index} (read region [{region}]) holds NaN or infinite values")
     if plan.model_dims == 2:
         probs = inferer(slice_stacks(data, plan.slice_context))  # slices as a batch: (z, classes, y, x)
         probs = np.moveaxis(probs, 1, 0)

@@ -153,7 +153,10 @@ def process_block(job: PredictJob, index: tuple[int, ...]) -> int:
     """Compute, write and record one block; returns its number of voxels."""
     w = _worker(job)
     block = w.blocks[index]
-    probs = infer_block(w.inferer, w.image.array, block, w.plan, w.stats)
+    try:
+        probs = infer_block(w.inferer, w.image.array, block, w.plan, w.stats)
+    except ValueError as exc:
+        raise ValueError(f"{job.source}: {exc}") from exc
     w.target[(slice(None), *block.write)] = encode_probabilities(probs, job.dtype)
     record_done(job.store, index)
     release_free_memory()

@@ -72,7 +72,7 @@ class TileDifficulty:
     def load_state_dict(self, state: dict) -> None:
         if tuple(state["cell"]) != self.cell or [g.shape for g in state["grids"]] != [g.shape for g in self.grids]:
             raise ValueError("the checkpoint's tile-difficulty grid does not match this training data")
-        self.grids = [np.array(torch.as_tensor(g), dtype=float) for g in state["grids"]]
+        self.grids = [torch.as_tensor(g).numpy().astype(float) for g in state["grids"]]
 
 
 class HardTileOrder(Sampler):
