@@ -44,7 +44,9 @@ def test_sixteen_bit_instance_labels(tmp_path):
     labels[:, :4] = 1000
     labels[:, 5:] = 40000
     tifffile.imwrite(tmp_path / "inst.tif", labels)
-    out = ingest(tmp_path / "inst.tif", tmp_path / "l.ome.zarr", kind="labels")
+    with pytest.raises(ValueError, match="label_convention: instances"):
+        ingest(tmp_path / "inst.tif", tmp_path / "l.ome.zarr", kind="labels")
+    out = ingest(tmp_path / "inst.tif", tmp_path / "l.ome.zarr", kind="labels", label_convention="instances")
     img = open_image(out)
     assert img.dtype == np.uint16 and img.attrs["label_convention"] == "instances"
 

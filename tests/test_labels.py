@@ -11,19 +11,34 @@ from unetflow.labels import BINARY_01, BINARY_255, INSTANCES, LabelSurvey, insta
         ([255], BINARY_255),
         ([0], BINARY_255),
         ([0, 1], BINARY_01),
-        ([0, 1, 2, 7], INSTANCES),
-        (list(range(40)), INSTANCES),
     ],
 )
-def test_conventions(values, expected):
+def test_binary_conventions_are_recognized(values, expected):
     assert survey(np.array(values, np.uint16)).convention() == expected
+
+
+@pytest.mark.parametrize("values", [[0, 1, 2, 7], list(range(40)), list(range(0, 256, 3))])
+def test_other_values_need_a_declaration(values):
+    """Instance ids and a grayscale image given as labels look alike: without a declaration both are refused."""
+    labels = np.array(values, np.uint16)
+    with pytest.raises(ValueError, match=r"label_convention: instances"):
+        survey(labels).convention("labels.tif")
+    assert survey(labels).convention("labels.tif", INSTANCES) == INSTANCES
+
+
+def test_a_declared_binary_convention_is_checked():
+    assert survey(np.array([0, 1], np.uint8)).convention("l.tif", BINARY_01) == BINARY_01
+    with pytest.raises(ValueError, match=r"declared binary01 .* \[0, 255\]"):
+        survey(np.array([0, 255], np.uint8)).convention("l.tif", BINARY_01)
 
 
 def test_survey_accumulates_over_chunks():
     s = LabelSurvey()
     s.add(np.array([0, 255], np.uint8))
     s.add(np.array([0, 3], np.uint8))
-    assert s.convention() == INSTANCES
+    assert s.convention("l.tif", INSTANCES) == INSTANCES
+    with pytest.raises(ValueError, match=r"\[0, 3, 255\]"):
+        s.convention("l.tif")
 
 
 @pytest.mark.parametrize(

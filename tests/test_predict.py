@@ -228,3 +228,14 @@ def test_non_finite_input_is_refused_naming_the_source_and_block(model_path, tmp
     with pytest.raises(ValueError, match=r"nan\.zarr: input block \(1, 0, 0\) .* NaN"):
         predict_volume(job(model_path, str(source), tmp_path / "p.ome.zarr", block=(1, 48, 48)))
     assert not (tmp_path / "p.ome.zarr").exists()
+
+
+def test_a_second_prediction_of_the_same_output_refuses_while_the_first_runs(model_path, volume, tmp_path):
+    from unetflow.store import exclusive
+
+    out = tmp_path / "p.ome.zarr"
+    with exclusive(out), pytest.raises(RuntimeError, match="another job is writing it now"):
+        predict_volume(job(model_path, volume, out))
+    assert not out.exists()
+    predict_volume(job(model_path, volume, out, block=(8, 72, 56)))  # once the first is gone, it runs
+    assert out.exists() and not out.with_name(out.name + ".lock").exists()

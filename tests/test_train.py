@@ -319,3 +319,18 @@ def test_hard_tiles_reach_dataloader_workers(data, tmp_path):
     )
     grids = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["difficulty"]["grids"]
     assert load_checkpoint(path)["iteration"] == 3 and any(np.isfinite(np.asarray(g)).any() for g in grids)
+
+
+@pytest.mark.parametrize(("value", "missing"), [(255, "membrane"), (0, "cell")])
+def test_labels_without_membrane_or_cell_are_refused_for_training(ingested, tmp_path, value, missing):
+    import tifffile
+
+    from unetflow.stages.ingest import ingest
+    from unetflow.store import open_image
+
+    images, _ = ingested
+    shape = open_image(images).shape
+    tifffile.imwrite(tmp_path / "flat.tif", np.full(shape, value, np.uint8), photometric="minisblack")
+    labels = ingest(tmp_path / "flat.tif", tmp_path / "flat.ome.zarr", "labels", chunks=(1, 64, 64))
+    with pytest.raises(ValueError, match=rf"flat\.ome\.zarr: the training slices hold no {missing} pixel"):
+        load_slices([str(images)], [str(labels)], None)

@@ -39,7 +39,7 @@ def cmd_synth(a: argparse.Namespace) -> None:
 def cmd_ingest(a: argparse.Namespace) -> None:
     from unetflow.stages.ingest import ingest
 
-    ingest(a.source, a.out, a.kind, a.voxel_size, a.chunks, a.unit, a.z_range)
+    ingest(a.source, a.out, a.kind, a.voxel_size, a.chunks, a.unit, a.z_range, a.label_convention)
 
 
 def cmd_weights(a: argparse.Namespace) -> None:
@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--z-range", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="ingest only slices START..STOP-1"
     )
+    s.add_argument(
+        "--label-convention",
+        choices=["binary255", "binary01", "instances"],
+        default=default("dataset", "label_convention"),
+        help="what label values mean; needed for instance ids (binary 0/255 and 0/1 are recognized)",
+    )
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("weights", help="the paper's weight map of a label OME-Zarr")
@@ -210,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError, ArithmeticError) as exc:
         print(f"unetflow {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return 0

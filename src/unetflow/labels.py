@@ -43,9 +43,14 @@ class LabelSurvey:
             if len(self.values) > self.max_kept:
                 self.many = True
 
-    def convention(self, source: str = "labels") -> str:
-        """The convention these values follow, or ValueError naming what was found."""
+    def convention(self, source: str = "labels", declared: str | None = None) -> str:
+        """The convention these values follow, or ValueError naming what was found.
+
+        Binary labels (0/255 or 0/1) are recognized by their values. Anything else may be instance ids or an image
+        given by mistake (a grayscale slice, a probability map), which values alone cannot tell apart: it is
+        accepted only when `declared` says `instances`, and refused otherwise, naming the setting that declares it."""
         shown = sorted(self.values)[: self.max_kept]
+        found = f"{shown}{' and more' if self.many else ''}"
         if self.non_integer:
             raise ValueError(
                 f"{source}: labels must be integers (binary 0/255, 0/1 or instance ids); found non-integer values"
@@ -54,16 +59,30 @@ class LabelSurvey:
             raise ValueError(
                 f"{source}: labels must be >= 0 (binary 0/255, 0/1 or instance ids); found minimum {self.minimum:g}"
             )
-        if not self.many and self.values <= {0, 255}:
-            return BINARY_255
-        if not self.many and self.values <= {0, 1}:
-            return BINARY_01
-        if not self.many and len(self.values) == 2 and 0 not in self.values:
-            raise ValueError(
-                f"{source}: expected 255 = cell and 0 = membrane, 1/0, or instance ids with 0 as "
-                f"background; found only the values {shown}"
-            )
-        return INSTANCES
+        if declared is not None and declared not in CONVENTIONS:
+            raise ValueError(f"{source}: unknown label convention {declared!r}; expected one of {CONVENTIONS}")
+        binary = BINARY_255 if not self.many and self.values <= {0, 255} else None
+        if binary is None and not self.many and self.values <= {0, 1}:
+            binary = BINARY_01
+        if declared == INSTANCES:
+            return INSTANCES
+        if declared is not None:
+            allowed = {0, 255} if declared == BINARY_255 else {0, 1}
+            if self.many or not self.values <= allowed:
+                raise ValueError(f"{source}: declared {declared} ({sorted(allowed)}) but found the values {found}")
+            return declared
+        if binary is not None:
+            return binary
+        raise ValueError(
+            f"{source}: labels with the values {found} are neither 255 = cell / 0 = membrane nor 1 / 0; if they are "
+            "instance ids (0 = membrane, every other value one cell), declare it with the dataset setting "
+            "label_convention: instances (datasets.<name>.label_convention; `unetflow ingest --label-convention`)"
+        )
+
+    @property
+    def has_membrane_and_cell(self) -> bool:
+        """Whether both classes occur (0 and some value above it)."""
+        return self.many or (0 in self.values and any(v > 0 for v in self.values))
 
 
 def survey(labels: np.ndarray) -> LabelSurvey:

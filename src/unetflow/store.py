@@ -293,6 +293,28 @@ def write_table(frame: Any, out: str | Path, record: dict) -> Path:
     return Path(out)
 
 
+@contextlib.contextmanager
+def exclusive(path: str | Path) -> Iterator[None]:
+    """Hold the lock `<path>.lock` while the block runs; another holder makes this fail at once, naming it.
+
+    A POSIX advisory lock (fcntl.flock): it dies with the process that holds it, so a killed job never leaves a
+    stale lock behind. (On network file systems without flock support it locks per machine only.)"""
+    import fcntl
+
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RuntimeError(f"{path}: another job is writing it now (it holds {lock}); wait for it to end") from exc
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def set_attrs(path: str | Path, attrs: dict[str, Any]) -> None:
     """Merge `attrs` into the unetflow attributes of the OME-Zarr image at `path`."""
     group = zarr.open_group(str(path), mode="r+")

@@ -312,4 +312,6 @@ def ingest_options(wildcards):
     words += ["--chunks", *map(str, config["ingest"]["chunks"])]
     if d["z_range"] is not None:
         words += ["--z-range", *map(str, d["z_range"])]
+    if wildcards.kind == "labels" and d["label_convention"] is not None:
+        words += ["--label-convention", d["label_convention"]]
     return " ".join(shlex.quote(w) for w in words)

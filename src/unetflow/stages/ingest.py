@@ -133,8 +133,10 @@ def ingest(
     chunks: Sequence[int] = tuple(defaults("ingest")["chunks"]),
     unit: str = default("dataset", "unit"),
     z_range: Sequence[int] | None = None,
+    label_convention: str | None = None,
 ) -> Path:
-    """Convert `source` into the OME-Zarr image `out` (axes zyx); returns `out`."""
+    """Convert `source` into the OME-Zarr image `out` (axes zyx); returns `out`. Labels are checked against
+    `label_convention` when it is declared, recognized when binary, refused otherwise (`LabelSurvey.convention`)."""
     if kind not in ("image", "labels"):
         raise ValueError(f"kind must be 'image' or 'labels', got {kind!r}")
     files = resolve_sources(source)
@@ -171,6 +173,7 @@ def ingest(
             "voxel_size": [float(v) for v in voxel_size],
             "unit": unit,
             "z_range": list(z_range) if z_range else None,
+            "label_convention": label_convention,
         }
         attrs = {
             "kind": kind,
@@ -179,7 +182,7 @@ def ingest(
             RECORD_KEY: make_record({"data": content.hexdigest()}, settings, stage_code("ingest")),
         }
         if kind == "labels":
-            attrs["label_convention"] = survey.convention(source=str(source))
+            attrs["label_convention"] = survey.convention(str(source), label_convention)
         else:
             attrs["intensity"] = stats.result().to_dict()
         set_attrs(tmp, attrs)

@@ -38,6 +38,7 @@ from unetflow.store import (
     as_zyx,
     create_image,
     encode_probabilities,
+    exclusive,
     open_image,
     partial_path,
     z_window,
@@ -232,6 +233,13 @@ def predict_volume(
 ) -> Path:
     """Run the blocks of `job` (its `shard` i of N only) and, when this covers every block, move the finished
     output into place. Returns the output path (`<out>.partial` while other shards are outstanding)."""
+    if shard[1] > 1:  # shards share the partial output by design, each writing its own blocks
+        return _predict(job, scheduler, shard, memory_mb)
+    with exclusive(job.out):  # two unsharded predictions of one output: the second refuses at once
+        return _predict(job, scheduler, shard, memory_mb)
+
+
+def _predict(job: PredictJob, scheduler: SchedulerSpec | None, shard: tuple[int, int], memory_mb: float | None) -> Path:
     job, image, model, plan, device = resolve_job(job, memory_mb)
     classes = model.config.classes
     shape = (classes, *image.shape)

@@ -67,9 +67,11 @@ def load_slices(
         if weights is not None and weights.shape != labels.shape:
             raise ValueError(f"{weight_paths[k]} has shape {weights.shape}, labels {labels.shape}")
         stats = image_stats(image)
+        classes = set()
         for start, stop in _stack_ranges(ranges, k, image.shape[0]):
             images = stats.normalize(image.array[start:stop])
             targets = cell_mask(labels.array[start:stop], convention).astype(np.uint8)
+            classes.update(np.unique(targets).tolist())
             if weights is None:
                 weights_zyx = np.ones(targets.shape, np.float32)
             else:
@@ -84,6 +86,12 @@ def load_slices(
                 out.images.append(images[stack] if slice_context else images[z])
                 out.targets.append(targets[z])
                 out.weights.append(weights_zyx[z])
+        if classes != {0, 1}:
+            missing = "cell" if 1 not in classes else "membrane"
+            raise ValueError(
+                f"{lp}: the training slices hold no {missing} pixel; a network cannot learn to tell membrane from "
+                "cell without both (check the labels, their label_convention, or the dataset's z_range)"
+            )
     if not out.images:
         raise ValueError("no training slices found")
     return out

@@ -264,7 +264,13 @@ class Trainer:
         if self.average is not None:
             self.average.update(self.model)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at iteration {self.iteration + 1}; lower train.lr")
+            where = "the tiles' images or weights" if not (x.isfinite().all() and w.isfinite().all()) else None
+            cause = (
+                f"{where} hold NaN or infinite values"
+                if where
+                else "the inputs were finite, so the optimization diverged: lower train.lr, or use train.precision fp32"
+            )
+            raise FloatingPointError(f"loss became {loss.item()} at iteration {self.iteration + 1}: {cause}")
         value = loss.item()
         if self.order is not None:  # a batch's samples share its loss
             first = self.iteration * s.batch_size
