@@ -89,3 +89,18 @@ def test_a_chunk_missing_from_a_complete_store_is_named_not_read_as_zeros(tmp_pa
     shutil.rmtree(out / "0" / "c" / "1")
     with pytest.raises(MissingChunkError, match=r"w\.ome\.zarr: chunk 0/c/1/0/0 is missing"):
         open_image(out).array[1]
+
+
+def test_a_corrupt_chunk_is_named_with_its_store_and_key(tmp_path):
+    from unetflow.store import atomic_output, create_image, open_image
+
+    out = tmp_path / "c.ome.zarr"
+    with atomic_output(out) as tmp:
+        create_image(tmp, (3, 8, 8), "float32", (1, 8, 8))[:] = np.random.default_rng(0).random((3, 8, 8))
+    (out / "0" / "c" / "1" / "0" / "0").write_bytes(b"\x28\xb5\x2f\xfd" + b"garbage" * 5)
+    image = open_image(out)
+    np.testing.assert_array_equal(image.array[0].shape, (8, 8))  # other chunks still read
+    with pytest.raises(ValueError, match=r"c\.ome\.zarr: cannot read chunk 0/c/1/0/0 \(RuntimeError: Zstd"):
+        image.array[1]
+    with pytest.raises(ValueError, match=r"chunk 0/c/0/0/0, 0/c/1/0/0, 0/c/2/0/0"):
+        image.array[:]

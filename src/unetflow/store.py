@@ -8,6 +8,7 @@ live next to the OME metadata under the group attribute "unetflow".
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import shutil
 from collections.abc import Iterator, Sequence
@@ -142,6 +143,49 @@ class _CompleteStore(LocalStore):
         return value
 
 
+class _NamedReads:
+    """A zarr array whose read errors (a corrupt chunk fails deep in a codec) name the store and the chunk keys of
+    the region that was read."""
+
+    def __init__(self, array: zarr.Array, path: Path) -> None:
+        self._array, self._path = array, path
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._array, name)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[...], dtype=dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return self._array[key]
+        except (MissingChunkError, IndexError, TypeError):
+            raise
+        except Exception as exc:
+            raise ValueError(
+                f"{self._path}: cannot read chunk {self._chunk_keys(key)} ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    def _chunk_keys(self, key: Any) -> str:
+        """The chunk keys (as stored under the group, `0/c/...`) that a read of `key` touches, the first few."""
+        key = key if isinstance(key, tuple) else (key,)
+        key = (
+            key + (slice(None),) * (self._array.ndim - len(key))
+            if Ellipsis not in key
+            else (slice(None),) * self._array.ndim
+        )
+        ranges = []
+        for k, size, chunk in zip(key, self._array.shape, self._array.chunks, strict=True):
+            if isinstance(k, slice):
+                start, stop, _ = k.indices(size)
+                ranges.append(range(start // chunk, max(start, stop - 1) // chunk + 1))
+            else:
+                ranges.append(range(int(k) % size // chunk, int(k) % size // chunk + 1))
+        keys = ["0/c/" + "/".join(map(str, idx)) for idx in itertools.islice(itertools.product(*ranges), 4)]
+        more = np.prod([len(r) for r in ranges]) > len(keys)
+        return ", ".join(keys) + (" ..." if more else "")
+
+
 def _unetflow_attributes(path: Path) -> dict[str, Any]:
     try:
         return json.loads((path / "zarr.json").read_text()).get("attributes", {}).get("unetflow", {}) or {}
@@ -184,7 +228,8 @@ def open_image(path: str | Path) -> Image:
     )
     voxel = tuple(float(s) for s, a in zip(scale, axes, strict=True) if a != "c")
     unit = next((a.get("unit", "nanometer") for a in ms["axes"] if a["name"] != "c"), "nanometer")
-    return Image(node[dataset["path"]], axes, voxel, unit, dict(node.attrs.get("unetflow", {})), path)
+    array = _NamedReads(node[dataset["path"]], path)
+    return Image(array, axes, voxel, unit, dict(node.attrs.get("unetflow", {})), path)
 
 
 def as_zyx(image: Image) -> Image:

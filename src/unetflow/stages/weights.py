@@ -157,7 +157,7 @@ def compute_weights(
     convention = recorded_convention(image.attrs, labels_path)
     if image.axes != "zyx":
         raise ValueError(f"{labels_path}: expected axes zyx, got {image.axes}")
-    labels = da.from_zarr(image.array)
+    labels = da.from_array(image.array, chunks=image.array.chunks, asarray=True)
     if chunks is not None:
         labels = labels.rechunk(tuple(chunks))
     cells = global_cells(labels, convention, params)
