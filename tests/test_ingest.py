@@ -99,3 +99,13 @@ def test_non_finite_pixels_are_refused_naming_the_slice(tmp_path):
     with pytest.raises(ValueError, match=r"float\.tif: slice 3 holds NaN"):
         ingest(path, tmp_path / "o.ome.zarr", chunks=(2, 64, 64))
     assert not (tmp_path / "o.ome.zarr").exists()
+
+
+def test_a_tiff_with_no_slices_names_the_file(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tifffile warns that a zero-size TIFF is nonconformant
+        tifffile.imwrite(tmp_path / "empty.tif", np.zeros((0, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"empty\.tif: holds no slices"):
+        ingest(tmp_path / "empty.tif", tmp_path / "o.ome.zarr")

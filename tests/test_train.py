@@ -1,3 +1,4 @@
+import copy
 import csv
 import os
 import signal
@@ -334,3 +335,19 @@ def test_labels_without_membrane_or_cell_are_refused_for_training(ingested, tmp_
     labels = ingest(tmp_path / "flat.tif", tmp_path / "flat.ome.zarr", "labels", chunks=(1, 64, 64))
     with pytest.raises(ValueError, match=rf"flat\.ome\.zarr: the training slices hold no {missing} pixel"):
         load_slices([str(images)], [str(labels)], None)
+
+
+def test_a_non_finite_loss_names_its_cause(data, tmp_path, monkeypatch):
+    slices, validation = data
+    real_loss = train_module.segmentation_loss
+    monkeypatch.setattr(train_module, "segmentation_loss", lambda *a, **k: real_loss(*a, **k) * float("nan"))
+    with pytest.raises(
+        FloatingPointError, match="at iteration 1: the inputs were finite, so the optimization diverged"
+    ):
+        train(MODEL, settings(), slices, validation, tmp_path, "cpu", 1)
+    broken = copy.deepcopy(slices)
+    for w in broken.weights:
+        w[...] = np.inf
+    monkeypatch.setattr(train_module, "segmentation_loss", real_loss)
+    with pytest.raises(FloatingPointError, match="weights hold NaN or infinite values"):
+        train(MODEL, settings(), broken, validation, tmp_path / "inf", "cpu", 1)
