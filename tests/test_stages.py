@@ -93,3 +93,21 @@ def test_summary_statistics():
     )
     s = summarize(frame)
     assert s.loc[0, "rand_error"] == pytest.approx(0.2) and s.loc[0, "rand_error_std"] == pytest.approx(0.1)
+
+
+def test_a_chunk_deleted_from_an_input_or_probability_store_stops_predict_and_segment(model_file, ingested, tmp_path):
+    import shutil
+
+    from unetflow.store import MissingChunkError
+
+    path, _ = model_file
+    images = tmp_path / "images.ome.zarr"
+    shutil.copytree(ingested[0], images)
+    probs = predict(path, images, tmp_path / "p.ome.zarr")
+    shutil.rmtree(probs / "0" / "c" / "0" / "1")  # slice 1 (every class lies in one chunk)
+    with pytest.raises(MissingChunkError, match=r"p\.ome\.zarr: chunk 0/c/0/1/[01]/[01] is missing"):
+        segment_volume(probs, tmp_path / "s.ome.zarr")
+    assert not (tmp_path / "s.ome.zarr").exists()
+    shutil.rmtree(images / "0" / "c" / "2")
+    with pytest.raises(MissingChunkError, match=r"images\.ome\.zarr: chunk 0/c/2/0/0 is missing"):
+        predict(path, images, tmp_path / "q.ome.zarr")

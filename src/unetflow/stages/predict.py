@@ -157,6 +157,8 @@ def process_block(job: PredictJob, index: tuple[int, ...]) -> int:
     try:
         probs = infer_block(w.inferer, w.image.array, block, w.plan, w.stats)
     except ValueError as exc:
+        if str(job.source) in str(exc):  # the reader named the source already (a missing or corrupt chunk)
+            raise
         raise ValueError(f"{job.source}: {exc}") from exc
     w.target[(slice(None), *block.write)] = encode_probabilities(probs, job.dtype)
     record_done(job.store, index)
