@@ -35,3 +35,44 @@ def test_shards_partition_blocks():
     assert sorted(b.index for p in parts for b in p) == sorted(b.index for b in blocks)
     with pytest.raises(ValueError, match="3/3"):
         shard(blocks, 3, 3)
+
+
+def test_grid_is_computed_by_index_arithmetic_in_c_order():
+    import itertools
+
+    grid = block_grid((5, 17, 10), (2, 8, 8), (0, 3, 3), (2, 14, 14))
+    naive = list(itertools.product(range(3), range(3), range(2)))
+    assert [b.index for b in grid] == naive
+    assert [grid.index(k) for k in range(len(grid))] == naive
+    assert grid[-1] == grid.block((2, 2, 1)) and grid[-1].write == (slice(4, 5), slice(16, 17), slice(8, 10))
+    part = shard(grid, 1, 4)
+    assert len(part) == 5 and [b.index for b in part] == [naive[k] for k in range(1, 18, 4)]
+
+
+def test_planning_a_terabyte_costs_what_one_job_costs():
+    """A 2000 x 22400 x 22400 volume in 1 x 256 x 256 blocks: 15 million blocks, none of them listed."""
+    import tracemalloc
+
+    tracemalloc.start()
+    grid = block_grid((2000, 22400, 22400), (1, 256, 256), (0, 92, 92), (1, 440, 440))
+    mine = shard(grid, 9_999, 10_000)
+    first, last = mine[0], mine[-1]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(grid) == 2000 * 88 * 88 and len(mine) == -(-(len(grid) - 9_999) // 10_000)
+    assert first.index == grid.index(9_999) and last.index == grid.index(9_999 + (len(mine) - 1) * 10_000)
+    assert peak < 1 << 20  # well under a megabyte: nothing grows with the volume
+
+
+def test_records_are_kept_per_slab_and_counted_folder_by_folder(tmp_path):
+    from unetflow.blocks import count_done, first_missing, is_done, record_done, start_records
+
+    grid = block_grid((3, 4, 4), (1, 2, 2), (0, 0, 0), (1, 2, 2))
+    start_records(tmp_path)
+    for b in grid:
+        if b.index != (2, 1, 0):
+            record_done(tmp_path, b.index)
+    assert count_done(tmp_path) == len(grid) - 1
+    assert is_done(tmp_path, (0, 0, 0)) and not is_done(tmp_path, (2, 1, 0))
+    assert first_missing(tmp_path, grid) == (2, 1, 0)
+    assert len(list((tmp_path / ".unetflow_blocks").iterdir())) == 3  # one folder per z slab of blocks

@@ -13,7 +13,7 @@ import pytest
 import torch
 import zarr
 
-from unetflow.blocks import DONE_DIR
+from unetflow.blocks import DONE_DIR, count_done
 from unetflow.executor import SchedulerSpec
 from unetflow.inference.budget import activation_bytes, auto_block
 from unetflow.models import UNet, UNetConfig
@@ -56,17 +56,16 @@ def test_killed_run_resumes_bit_for_bit(model_path, volume, tmp_path):
     cmd += ["--settings", '{"block": [1, 24, 16], "dtype": "float32"}', "--device", "cpu", "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    done_dir = partial_path(out) / DONE_DIR
     deadline = time.time() + 600  # generous: a loaded machine may take long to import torch
     while time.time() < deadline and proc.poll() is None:
-        if done_dir.is_dir() and len(os.listdir(done_dir)) >= 20:
+        if count_done(partial_path(out)) >= 20:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.002)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not out.exists()
-    finished = len(os.listdir(done_dir))
+    finished = count_done(partial_path(out))
     assert 20 <= finished < 288
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     assert f"{288 - finished} of 288 blocks to compute" in rerun.stdout

@@ -5,7 +5,6 @@ region grown by the model's context; may extend past the volume, where it is fil
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import shutil
@@ -32,37 +31,95 @@ class Block:
     read: Region
 
 
+@dataclass(frozen=True)
+class BlockGrid(Sequence):
+    """The blocks tiling `shape` with write regions of `block_shape` (clipped at the far border), computed from
+    their number by index arithmetic: planning a job costs what the job costs, not what the volume costs (a
+    terabyte's millions of blocks are never listed).
+
+    Each read region starts `context_before` before its write region and spans `read_shape`, whatever the
+    clipping, so every block runs the model on the same input size."""
+
+    shape: tuple[int, ...]
+    block_shape: tuple[int, ...]
+    context_before: tuple[int, ...]
+    read_shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        dims = len(self.shape)
+        if not (len(self.block_shape) == len(self.context_before) == len(self.read_shape) == dims):
+            raise ValueError("shape, block_shape, context_before and read_shape need one entry per axis")
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """Blocks per axis."""
+        return tuple(-(-int(s) // int(b)) for s, b in zip(self.shape, self.block_shape, strict=True))
+
+    def __len__(self) -> int:
+        return int(np.prod(self.counts, dtype=np.int64))
+
+    def index(self, k: int) -> tuple[int, ...]:
+        """The grid index of the k-th block (C order)."""
+        if not 0 <= k < len(self):
+            raise IndexError(f"block {k} of {len(self)}")
+        out = []
+        for c in reversed(self.counts):
+            k, i = divmod(k, c)
+            out.append(i)
+        return tuple(reversed(out))
+
+    def block(self, index: Sequence[int]) -> Block:
+        """The block at a grid index."""
+        write, read = [], []
+        for i, s, b, c, r in zip(
+            index, self.shape, self.block_shape, self.context_before, self.read_shape, strict=True
+        ):
+            start = int(i) * int(b)
+            write.append(slice(start, min(start + int(b), int(s))))
+            read.append(slice(start - int(c), start - int(c) + int(r)))
+        return Block(tuple(int(i) for i in index), tuple(write), tuple(read))
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        return self.block(self.index(int(k) + len(self) if k < 0 else int(k)))
+
+
 def block_grid(
     shape: Sequence[int],
     block_shape: Sequence[int],
     context_before: Sequence[int],
     read_shape: Sequence[int],
-) -> list[Block]:
-    """Blocks tiling `shape` with write regions of `block_shape` (clipped at the far border).
-
-    Each read region starts `context_before` before its write region and spans `read_shape`, whatever the
-    clipping, so every block runs the model on the same input size.
-    """
-    dims = len(shape)
-    if not (len(block_shape) == len(context_before) == len(read_shape) == dims):
-        raise ValueError("shape, block_shape, context_before and read_shape need one entry per axis")
-    counts = [-(-int(s) // int(b)) for s, b in zip(shape, block_shape, strict=True)]
-    blocks = []
-    for index in itertools.product(*(range(c) for c in counts)):
-        write, read = [], []
-        for i, s, b, c, r in zip(index, shape, block_shape, context_before, read_shape, strict=True):
-            start = i * b
-            write.append(slice(start, min(start + b, s)))
-            read.append(slice(start - c, start - c + r))
-        blocks.append(Block(tuple(index), tuple(write), tuple(read)))
-    return blocks
+) -> BlockGrid:
+    """The `BlockGrid` of a volume (see there)."""
+    return BlockGrid(*(tuple(int(v) for v in a) for a in (shape, block_shape, context_before, read_shape)))
 
 
-def shard(blocks: Sequence[Block], i: int, n: int) -> list[Block]:
-    """The deterministic i-th of n interleaved subsets of `blocks` (0 <= i < n)."""
+def shard(blocks: Sequence[Block], i: int, n: int) -> Sequence[Block]:
+    """The deterministic i-th of n interleaved subsets of `blocks` (0 <= i < n), lazily: the k-th block of the
+    subset is computed when it is asked for."""
     if n < 1 or not 0 <= i < n:
         raise ValueError(f"shard must be i/N with 0 <= i < N, got {i}/{n}")
-    return list(blocks[i::n])
+    return _Every(blocks, i, n)
+
+
+@dataclass(frozen=True)
+class _Every(Sequence):
+    """Every n-th item of a sequence from item i on, without listing it."""
+
+    items: Sequence[Block]
+    first: int
+    step: int
+
+    def __len__(self) -> int:
+        return max(0, -(-(len(self.items) - self.first) // self.step))
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        if not -len(self) <= k < len(self):
+            raise IndexError(k)
+        return self.items[self.first + (k % len(self)) * self.step]
 
 
 def mirror_indices(start: int, stop: int, size: int) -> np.ndarray:
@@ -93,17 +150,36 @@ def block_key(index: Sequence[int]) -> str:
     return ".".join(map(str, index))
 
 
+def _record(store: str | Path, index: Sequence[int]) -> Path:
+    """One folder per leading grid index (a z slab of blocks), so that no folder holds millions of records."""
+    return Path(store) / DONE_DIR / str(int(index[0])) / block_key(index)
+
+
 def start_records(store: str | Path) -> None:
     (Path(store) / DONE_DIR).mkdir()
 
 
 def record_done(store: str | Path, index: Sequence[int]) -> None:
-    (Path(store) / DONE_DIR / block_key(index)).touch()
+    path = _record(store, index)
+    path.parent.mkdir(exist_ok=True)
+    path.touch()
 
 
-def done_blocks(store: Path) -> set[str]:
-    d = Path(store) / DONE_DIR
-    return set(os.listdir(d)) if d.is_dir() else set()
+def is_done(store: str | Path, index: Sequence[int]) -> bool:
+    return _record(store, index).exists()
+
+
+def count_done(store: str | Path) -> int:
+    """Blocks recorded as finished, counted folder by folder (memory independent of their number)."""
+    root = Path(store) / DONE_DIR
+    if not root.is_dir():
+        return 0
+    total = 0
+    with os.scandir(root) as folders:
+        for folder in folders:
+            with os.scandir(folder.path) as records:
+                total += sum(1 for _ in records)
+    return total
 
 
 def remove_records(store: str | Path) -> None:
@@ -144,12 +220,27 @@ def open_partial(store: Path, fingerprint: str, create: Callable[[Path], None]) 
     raise RuntimeError(f"{store}: could not create or reuse the partial output")
 
 
-def chunk_indices(store: Path, leading_axes: int = 0) -> list[tuple[int, ...]]:
-    """All block indices of a store's array "0", from its chunk grid (after `leading_axes` such as channels)."""
+def chunk_grid(store: Path, leading_axes: int = 0) -> BlockGrid:
+    """The grid of a store's array "0" chunks (after `leading_axes` such as channels): one block per chunk."""
     array = zarr.open_group(str(store), mode="r")["0"]
     shape, chunks = array.shape[leading_axes:], array.chunks[leading_axes:]
-    counts = [-(-s // c) for s, c in zip(shape, chunks, strict=True)]
-    return [tuple(int(i) for i in idx) for idx in np.ndindex(*counts)]
+    return block_grid(shape, chunks, (0,) * len(shape), chunks)
+
+
+def first_missing(store: Path, grid: BlockGrid) -> tuple[int, ...] | None:
+    """The first block of `grid` without a record, looked for folder by folder (one folder in memory at once)."""
+    per_folder = len(grid) // grid.counts[0]
+    root = Path(store) / DONE_DIR
+    for z in range(grid.counts[0]):
+        folder = root / str(z)
+        names = set(os.listdir(folder)) if folder.is_dir() else set()
+        if len(names) == per_folder:
+            continue
+        for k in range(z * per_folder, (z + 1) * per_folder):
+            index = grid.index(k)
+            if block_key(index) not in names:
+                return index
+    return None
 
 
 def finish_partial(out: str | Path, leading_axes: int = 0) -> Path:
@@ -158,11 +249,12 @@ def finish_partial(out: str | Path, leading_axes: int = 0) -> Path:
     store = partial_path(out)
     if not store.is_dir():
         raise FileNotFoundError(f"{store}: no partial output to finish (run the jobs that compute its blocks first)")
-    done = done_blocks(store)
-    missing = [i for i in chunk_indices(store, leading_axes) if block_key(i) not in done]
+    grid = chunk_grid(store, leading_axes)
+    missing = len(grid) - count_done(store)
     if missing:
+        example = first_missing(store, grid)
         raise RuntimeError(
-            f"{store}: {len(missing)} blocks are not done yet (e.g. {block_key(missing[0])}); "
+            f"{store}: {missing} blocks are not done yet (e.g. {block_key(example or ())}); "
             "re-run the jobs (shards) that did not finish"
         )
     set_attrs(store, {"complete": True})

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unetflow.blocks import Block, block_grid
+from unetflow.blocks import BlockGrid, block_grid
 from unetflow.models.geometry import Geometry
 
 
@@ -18,7 +18,7 @@ from unetflow.models.geometry import Geometry
 class BlockPlan:
     """How a volume is cut for a model: blocks plus where each block's output sits in the model's output."""
 
-    blocks: list[Block]
+    blocks: BlockGrid
     crop: tuple[int, ...]  # per model axis: where the block's output starts in the model's output
     model_dims: int
     slice_context: int = 0  # 2D models: neighbouring slices on each side stacked as input channels

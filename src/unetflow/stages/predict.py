@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import zarr
 
-from unetflow.blocks import Block, block_key, done_blocks, finish_partial, open_partial, record_done
+from unetflow.blocks import finish_partial, is_done, open_partial, record_done
 from unetflow.blocks import shard as shard_blocks
 from unetflow.executor import SchedulerSpec, run_tasks
 from unetflow.experiment import Fold
@@ -105,7 +105,6 @@ class _Worker:
     plan: BlockPlan
     stats: Any
     target: zarr.Array
-    blocks: dict[tuple[int, ...], Block]
 
 
 _workers: dict[PredictJob, _Worker] = {}
@@ -145,7 +144,6 @@ def _worker(job: PredictJob) -> _Worker:
                 plan,
                 image_stats(image),
                 target,
-                {b.index: b for b in plan.blocks},
             )
         return _workers[job]
 
@@ -153,7 +151,7 @@ def _worker(job: PredictJob) -> _Worker:
 def process_block(job: PredictJob, index: tuple[int, ...]) -> int:
     """Compute, write and record one block; returns its number of voxels."""
     w = _worker(job)
-    block = w.blocks[index]
+    block = w.plan.blocks.block(index)
     try:
         probs = infer_block(w.inferer, w.image.array, block, w.plan, w.stats)
     except ValueError as exc:
@@ -260,9 +258,8 @@ def _predict(job: PredictJob, scheduler: SchedulerSpec | None, shard: tuple[int,
     job = replace(job, fingerprint=attrs[RECORD_KEY]["fingerprint"])
     resumed = prepare_store(job, shape, image, attrs)
     i, n = shard
-    mine = shard_blocks(plan.blocks, i, n)
-    done = done_blocks(job.store)
-    pending = [b.index for b in mine if block_key(b.index) not in done]
+    mine = shard_blocks(plan.blocks, i, n)  # computed one by one from their numbers: no list of the volume's blocks
+    pending = [b.index for b in mine if not is_done(job.store, b.index)]
     if resumed:
         log.info("resuming %s: %d of %d blocks already done", job.store, len(mine) - len(pending), len(mine))
     print(f"predict: {len(pending)} of {len(mine)} blocks to compute (block {list(job.block)})", flush=True)
