@@ -80,3 +80,13 @@ def test_a_fold_needs_as_many_slices_as_folds(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     run = snakemake(tmp_path, "--configfile", "bad.yaml", "-n")
     assert run.returncode != 0 and "experiments.cv.folds" in run.stdout + run.stderr
+
+
+def test_an_experiment_with_nothing_to_segment_still_trains(tmp_path):
+    config = copy.deepcopy(TINY)
+    config["experiments"] = {"only_train": {"train_on": ["tiny_train"]}}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    run = snakemake(tmp_path, "--configfile", "train.yaml", "-n", "--quiet", "rules")
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = planned_jobs(run.stdout + run.stderr)
+    assert jobs["train"] == 1 and "predict" not in jobs and "report" not in jobs

@@ -281,6 +281,7 @@ def setting(name, key):
 def all_outputs():
     outputs = []
     for run in RUNS:
+        outputs.append(model_file(run))  # trained even where nothing is to be segmented
         outputs += [
             results(f"{run}/{v}/segmentation.ome.zarr") for v in run_volumes(run)
         ]
