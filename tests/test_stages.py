@@ -109,5 +109,5 @@ def test_a_chunk_deleted_from_an_input_or_probability_store_stops_predict_and_se
         segment_volume(probs, tmp_path / "s.ome.zarr")
     assert not (tmp_path / "s.ome.zarr").exists()
     shutil.rmtree(images / "0" / "c" / "2")
-    with pytest.raises(MissingChunkError, match=r"images\.ome\.zarr: chunk 0/c/2/0/0 is missing"):
+    with pytest.raises(MissingChunkError, match=r"images\.ome\.zarr: chunk 0/c/2/[01]/[01] is missing"):
         predict(path, images, tmp_path / "q.ome.zarr")

@@ -53,12 +53,14 @@ class Scheduling:
     def __init__(self, **options):
         self.options = options
 
-    def __str__(self):
+    @property
+    def words(self):
+        """The options as command-line words, for `{params.job.words:q}` (each word quoted)."""
         words = []
         for name, value in self.options.items():
             if value is not None:
-                words += [f"--{name.replace('_', '-')}", shlex.quote(str(value))]
-        return " ".join(words)
+                words += [f"--{name.replace('_', '-')}", str(value)]
+        return words
 
 
 def dataset(name):
@@ -242,11 +244,11 @@ def predict_settings(wildcards):
 
 
 def predict_fold(wildcards):
-    """`I/K` where a fold run predicts the held-out slices of a pool dataset, else empty."""
+    """`--fold I/K` where a fold run predicts the held-out slices of a pool dataset, else nothing (as words)."""
     fold = fold_of(wildcards.run)
     if fold is None or wildcards.volume not in pool(experiment_of(wildcards.run)):
-        return ""
-    return f"--fold {fold[0]}/{fold[1]}"
+        return []
+    return ["--fold", f"{fold[0]}/{fold[1]}"]
 
 
 def shards(wildcards):
@@ -307,7 +309,7 @@ def ingest_source(wildcards):
 
 
 def ingest_options(wildcards):
-    """Every setting that changes an ingested store, as command-line options."""
+    """Every setting that changes an ingested store, as command-line words."""
     d = dataset(wildcards.dataset)
     words = ["--voxel-size", *map(str, d["voxel_size"]), "--unit", d["unit"]]
     words += ["--chunks", *map(str, config["ingest"]["chunks"])]
@@ -315,4 +317,4 @@ def ingest_options(wildcards):
         words += ["--z-range", *map(str, d["z_range"])]
     if wildcards.kind == "labels" and d["label_convention"] is not None:
         words += ["--label-convention", d["label_convention"]]
-    return " ".join(shlex.quote(w) for w in words)
+    return words

@@ -19,4 +19,4 @@ rule ingest:
         options=ingest_options,
         code=stage_code("ingest"),
     shell:
-        "python -m unetflow ingest {input:q} {output:q} --kind {params.kind:q} {params.options} > {log:q} 2>&1"
+        "python -m unetflow ingest {input:q} {output:q} --kind {params.kind:q} {params.options:q} > {log:q} 2>&1"

@@ -21,12 +21,12 @@ rule predict_shard:
         out=lambda wc: results(f"{wc.run}/{wc.volume}/probabilities.ome.zarr"),
         settings=predict_settings,
         fold=predict_fold,
-        shards=shards,
+        shard=lambda wc: f"{wc.shard}/{shards(wc)}",
         code=stage_code("predict"),
         job=predict_job,
     shell:
         "python -m unetflow predict {input.model:q} {input.images:q} {params.out:q} --settings {params.settings:q} "
-        "{params.fold} --threads {threads} {params.job} --shard {wildcards.shard}/{params.shards} > {log:q} 2>&1"
+        "{params.fold:q} --threads {threads} {params.job.words:q} --shard {params.shard:q} > {log:q} 2>&1"
 
 
 rule predict:
@@ -65,9 +65,9 @@ rule predict:
     params:
         settings=predict_settings,
         fold=predict_fold,
-        mode=lambda wc: "--gather" if shards(wc) > 1 else "",
+        mode=lambda wc: ["--gather"] if shards(wc) > 1 else [],
         code=stage_code("predict"),
         job=predict_job,
     shell:
         "python -m unetflow predict {input.model:q} {input.images:q} {output:q} --settings {params.settings:q} "
-        "{params.fold} --threads {threads} {params.job} {params.mode} > {log:q} 2>&1"
+        "{params.fold:q} --threads {threads} {params.job.words:q} {params.mode:q} > {log:q} 2>&1"

@@ -19,11 +19,11 @@ rule synthesize:
         runtime=30,
     params:
         seed=SYNTH["seed"],
-        train=" ".join(map(str, SYNTH["train"])),
-        validation=" ".join(map(str, SYNTH["validation"])),
-        volume=" ".join(map(str, SYNTH["volume"])),
+        train=SYNTH["train"],
+        validation=SYNTH["validation"],
+        volume=SYNTH["volume"],
         out=lambda wildcards, output: os.path.dirname(output.train_images),
         code=stage_code("synthetic"),
     shell:
-        "python -m unetflow synth --out {params.out:q} --seed {params.seed} --train {params.train} "
-        "--validation {params.validation} --volume {params.volume} > {log:q} 2>&1"
+        "python -m unetflow synth --out {params.out:q} --seed {params.seed:q} --train {params.train:q} "
+        "--validation {params.validation:q} --volume {params.volume:q} > {log:q} 2>&1"

@@ -29,4 +29,4 @@ rule train:
     shell:
         "python -m unetflow train --experiment {params.experiment:q} --images {input.images:q} "
         "--labels {input.labels:q} --weights {input.weights:q} --val-images {input.val_images:q} "
-        "--val-labels {input.val_labels:q} --out {params.out:q} --threads {threads} {params.job} > {log:q} 2>&1"
+        "--val-labels {input.val_labels:q} --out {params.out:q} --threads {threads} {params.job.words:q} > {log:q} 2>&1"
