@@ -27,24 +27,16 @@ SIZES = {"1 TB": (2000, 22400, 22400), "0.1 TB": (200, 22400, 22400)}
 def one_job(volume: str, model: str, out: str, block: list[int], shards: int) -> dict:
     """What a shard job does before and at its first block; run in its own process."""
     started = time.perf_counter()
-    from unetflow.blocks import is_done
-    from unetflow.blocks import shard as shard_blocks
     from unetflow.stages import predict as p
 
     imported = time.perf_counter()
     job = p.PredictJob(model, volume, out, tuple(block), "float16", device="cpu", threads=1)
-    job, image, model_, plan, _ = p.resolve_job(job)
-    attrs = {"kind": "probabilities", p.RECORD_KEY: p.provenance(job, image.shape)}
-    job = p.replace(job, fingerprint=attrs[p.RECORD_KEY]["fingerprint"])
-    p.prepare_store(job, (model_.config.classes, *image.shape), image, attrs)
-    mine = shard_blocks(plan.blocks, 0, shards)
-    pending = [b.index for b in mine if not is_done(job.store, b.index)]
+    plan = p.plan_shard(job, (0, shards))
     planned = time.perf_counter()
-    p.process_block(job, pending[0])
+    p.process_block(plan.job, plan.pending[0])
     first = time.perf_counter()
     return {
-        "blocks in volume": len(plan.blocks),
-        "blocks in job": len(mine),
+        "blocks in job": plan.blocks,
         "import s": round(imported - started, 2),
         "plan s": round(planned - imported, 3),
         "first block s": round(first - planned, 3),

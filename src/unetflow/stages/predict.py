@@ -239,10 +239,21 @@ def predict_volume(
         return _predict(job, scheduler, shard, memory_mb)
 
 
-def _predict(job: PredictJob, scheduler: SchedulerSpec | None, shard: tuple[int, int], memory_mb: float | None) -> Path:
+@dataclass(frozen=True)
+class ShardPlan:
+    """What one job (shard i of n) is to do: the resolved job, its blocks still to compute, their device."""
+
+    job: PredictJob
+    pending: list[tuple[int, ...]]
+    blocks: int  # the shard's blocks, done or not
+    device: torch.device
+
+
+def plan_shard(job: PredictJob, shard: tuple[int, int] = (0, 1), memory_mb: float | None = None) -> ShardPlan:
+    """Resolve the job, create or reuse its partial output, and find the shard's blocks not yet recorded; costs
+    what the shard costs, not what the volume does (blocks are computed from their numbers)."""
     job, image, model, plan, device = resolve_job(job, memory_mb)
     classes = model.config.classes
-    shape = (classes, *image.shape)
     attrs = {
         "kind": "probabilities",
         "classes": ["membrane", "cell"] if classes == 2 else [f"class{i}" for i in range(classes)],
@@ -256,22 +267,28 @@ def _predict(job: PredictJob, scheduler: SchedulerSpec | None, shard: tuple[int,
     }
     attrs[RECORD_KEY] = provenance(job, image.shape)
     job = replace(job, fingerprint=attrs[RECORD_KEY]["fingerprint"])
-    resumed = prepare_store(job, shape, image, attrs)
-    i, n = shard
-    mine = shard_blocks(plan.blocks, i, n)  # computed one by one from their numbers: no list of the volume's blocks
+    resumed = prepare_store(job, (classes, *image.shape), image, attrs)
+    mine = shard_blocks(plan.blocks, *shard)
     pending = [b.index for b in mine if not is_done(job.store, b.index)]
     if resumed:
         log.info("resuming %s: %d of %d blocks already done", job.store, len(mine) - len(pending), len(mine))
-    print(f"predict: {len(pending)} of {len(mine)} blocks to compute (block {list(job.block)})", flush=True)
+    return ShardPlan(job, pending, len(mine), device)
+
+
+def _predict(job: PredictJob, scheduler: SchedulerSpec | None, shard: tuple[int, int], memory_mb: float | None) -> Path:
+    planned = plan_shard(job, shard, memory_mb)
+    job, pending = planned.job, planned.pending
+    print(f"predict: {len(pending)} of {planned.blocks} blocks to compute (block {list(job.block)})", flush=True)
     started = time.perf_counter()
     try:
-        voxels = run_tasks(process_block, job, pending, scheduler or SchedulerSpec(), gpu=device.type == "cuda")
+        gpu = planned.device.type == "cuda"
+        voxels = run_tasks(process_block, job, pending, scheduler or SchedulerSpec(), gpu=gpu)
     finally:
         with _workers_lock:  # this process's worker (threads scheduler) is done with the job
             _workers.pop(job, None)
     seconds = time.perf_counter() - started
     if pending:
         print(f"predict: {voxels / max(seconds, 1e-9):,.0f} voxels/s over {seconds:.1f} s", flush=True)
-    if n > 1:  # shards never finalize: the gather step (`unetflow predict --gather`) checks and does it
+    if shard[1] > 1:  # shards never finalize: the gather step (`unetflow predict --gather`) checks and does it
         return job.store
     return finalize(job.out)
