@@ -90,3 +90,26 @@ def test_an_experiment_with_nothing_to_segment_still_trains(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     jobs = planned_jobs(run.stdout + run.stderr)
     assert jobs["train"] == 1 and "predict" not in jobs and "report" not in jobs
+
+
+def test_volume_metrics_pool_the_counts_of_every_slice(matrix):
+    """volumes.csv: each volume's Rand error from its slices' pooled contingency table (not a mean of slices),
+    equal to computing it on the whole volume at once."""
+    import numpy as np
+
+    from unetflow.labels import cell_mask, instance_labels, recorded_convention
+    from unetflow.metrics import Counts
+
+    r = matrix / "results"
+    volumes = pd.read_csv(r / "report" / "volumes.csv")
+    row = volumes[(volumes["experiment"] == "base") & (volumes["volume"] == "tiny_validation")].iloc[0]
+    seg = open_image(r / "base" / "tiny_validation" / "segmentation.ome.zarr").array[:]
+    gt = open_image(r / "data" / "tiny_validation" / "labels.ome.zarr")
+    labels = gt.array[:]
+    convention = recorded_convention(gt.attrs, "gt")
+    cells = np.stack([instance_labels(s, convention) for s in labels]).astype(np.int64)
+    cells = np.where(cells > 0, cells + (np.arange(len(cells)) * (cells.max() + 1))[:, None, None], 0)
+    whole = Counts().add(seg > 0, seg, cell_mask(labels, convention), cells).metrics()
+    assert row["rand_error"] == pytest.approx(whole["rand_error"], rel=1e-5)
+    assert row["pixel_error"] == pytest.approx(whole["pixel_error"], rel=1e-5)
+    assert row["slices"] == 2 and len(volumes) == 4  # base, and each of cv's folds

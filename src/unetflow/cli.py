@@ -95,13 +95,13 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from unetflow.stages.evaluate import evaluate_volume
 
     settings = check("evaluate", a.settings)
-    evaluate_volume(a.segmentation, a.truth, a.out, settings["connectivity"], a.name)
+    evaluate_volume(a.segmentation, a.truth, a.out, settings["connectivity"], a.name, a.volume_out)
 
 
 def cmd_report(a: argparse.Namespace) -> None:
     from unetflow.stages.report import write_report
 
-    for path in write_report(a.metrics, a.runs, a.out):
+    for path in write_report(a.metrics, a.runs, a.out, a.volume_metrics):
         print(path)
 
 
@@ -199,12 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("truth")
     s.add_argument("out")
     s.add_argument("--name", default="")
+    s.add_argument("--volume-out", default=None, help="also write the volume's metrics (pooled counts) to this CSV")
     s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="evaluate"))
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("report", help="collect metric CSVs into metrics.csv, summary.csv and cross_validation.csv")
     s.add_argument("--metrics", nargs="+", required=True)
     s.add_argument("--runs", nargs="+", required=True, help="the run of each metrics file: name or name/fold<i>")
+    s.add_argument("--volume-metrics", nargs="*", default=None, help="each run's volume metrics CSV, in the same order")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_report)
     return p

@@ -22,67 +22,112 @@ def pixel_error(predicted_cell: np.ndarray, true_cell: np.ndarray) -> float:
     return float(np.mean(predicted_cell != true_cell)) if true_cell.size else 0.0
 
 
-def _sum_squared_counts(values: np.ndarray) -> float:
-    if values.size == 0:
-        return 0.0
-    _, counts = np.unique(values, return_counts=True)
-    return float(np.square(counts.astype(np.float64)).sum())
-
-
 def rand_scores(predicted_segments: np.ndarray, true_cells: np.ndarray) -> tuple[float, float, float]:
     """(Rand error, precision, recall) restricted to ground-truth cells (see module docstring)."""
-    pred = np.asarray(predicted_segments).ravel()
-    truth = np.asarray(true_cells).ravel()
+    pred, truth = np.asarray(predicted_segments), np.asarray(true_cells)
     if pred.shape != truth.shape:
-        raise ValueError(f"shapes differ: prediction {predicted_segments.shape}, truth {true_cells.shape}")
-    inside = truth > 0
-    if not inside.any():
-        return 0.0, 1.0, 1.0
-    t, p = truth[inside].astype(np.int64), pred[inside].astype(np.int64)
-    boundary = p == 0
-    singletons = float(boundary.sum())
-    t_seg, p_seg = t[~boundary], p[~boundary]
-    # Pair codes for the contingency table without a dense matrix.
-    _, p_dense = np.unique(p_seg, return_inverse=True)
-    pair = t_seg * (int(p_dense.max(initial=0)) + 1) + p_dense
-    sum_pij2 = _sum_squared_counts(pair) + singletons
-    sum_s2 = _sum_squared_counts(p_seg) + singletons
-    sum_t2 = _sum_squared_counts(t)
-    precision = sum_pij2 / sum_s2
-    recall = sum_pij2 / sum_t2
-    v_rand = 2 * precision * recall / (precision + recall)
-    return float(1.0 - v_rand), float(precision), float(recall)
+        raise ValueError(f"shapes differ: prediction {pred.shape}, truth {truth.shape}")
+    return Counts().add(pred > 0, pred, truth > 0, truth).rand_scores()
 
 
 def rand_error(predicted_segments: np.ndarray, true_cells: np.ndarray) -> float:
     return rand_scores(predicted_segments, true_cells)[0]
 
 
+def _overlap(inter: int | float, a: int | float, b: int | float) -> tuple[float, float]:
+    """(IoU, Dice) from an intersection and the two sizes; 1.0 for both when both are empty."""
+    union = a + b - inter
+    return (1.0, 1.0) if union == 0 else (float(inter / union), float(2 * inter / (a + b)))
+
+
 def overlap_scores(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """(IoU, Dice) of two boolean masks; 1.0 for both when both are empty."""
     predicted, truth = np.asarray(predicted, bool), np.asarray(truth, bool)
-    inter = float(np.logical_and(predicted, truth).sum())
-    union = float(np.logical_or(predicted, truth).sum())
-    total = float(predicted.sum() + truth.sum())
-    if union == 0:
-        return 1.0, 1.0
-    return inter / union, 2 * inter / total
+    return _overlap(int(np.logical_and(predicted, truth).sum()), int(predicted.sum()), int(truth.sum()))
 
 
 def slice_metrics(
     predicted_cell: np.ndarray, predicted_segments: np.ndarray, true_cell: np.ndarray, true_cells: np.ndarray
 ) -> dict[str, float]:
     """All per-slice metrics in one row."""
-    error, precision, recall = rand_scores(predicted_segments, true_cells)
-    iou_cell, dice_cell = overlap_scores(predicted_cell, true_cell)
-    iou_membrane, dice_membrane = overlap_scores(~np.asarray(predicted_cell, bool), ~np.asarray(true_cell, bool))
-    return {
-        "pixel_error": pixel_error(predicted_cell, true_cell),
-        "rand_error": error,
-        "rand_precision": precision,
-        "rand_recall": recall,
-        "iou_cell": iou_cell,
-        "iou_membrane": iou_membrane,
-        "dice_cell": dice_cell,
-        "dice_membrane": dice_membrane,
-    }
+    if np.shape(predicted_cell) != np.shape(true_cell):
+        raise ValueError(f"shapes differ: prediction {np.shape(predicted_cell)}, truth {np.shape(true_cell)}")
+    return Counts().add(predicted_cell, predicted_segments, true_cell, true_cells).metrics()
+
+
+class Counts:
+    """Everything the metrics of this module need, as counts that add up block by block: the contingency table of
+    (true cell, predicted segment) over ground-truth cell pixels, the predicted-boundary pixels inside cells, and
+    the four cells of the cell/membrane confusion matrix. Metrics of a volume larger than memory are the metrics of
+    the sum of its blocks' counts, equal to computing them on the whole volume at once.
+
+    Ids must name the same object in every block (for instance ids made unique across a volume); the table holds
+    one entry per overlapping (cell, segment) pair, so its memory follows the objects, not the voxels."""
+
+    def __init__(self) -> None:
+        self.pairs: dict[tuple[int, int], int] = {}
+        self.singletons = 0  # predicted boundary pixels inside true cells: each a segment of its own
+        self.truth_sizes: dict[int, int] = {}
+        self.confusion = np.zeros((2, 2), np.int64)  # [true cell][predicted cell]
+
+    def add(self, predicted_cell, predicted_segments, true_cell, true_cells) -> Counts:
+        predicted_cell, true_cell = np.asarray(predicted_cell, bool).ravel(), np.asarray(true_cell, bool).ravel()
+        pred, truth = np.asarray(predicted_segments).ravel(), np.asarray(true_cells).ravel()
+        if not (pred.shape == truth.shape == predicted_cell.shape == true_cell.shape):
+            raise ValueError("prediction and truth of a block must have the same shape")
+        for t in (0, 1):
+            for p in (0, 1):
+                self.confusion[t, p] += int(np.count_nonzero((true_cell == t) & (predicted_cell == p)))
+        inside = truth > 0
+        t, p = truth[inside].astype(np.int64), pred[inside].astype(np.int64)
+        boundary = p == 0
+        self.singletons += int(boundary.sum())
+        ids, sizes = np.unique(t, return_counts=True)
+        for i, n in zip(ids.tolist(), sizes.tolist(), strict=True):
+            self.truth_sizes[i] = self.truth_sizes.get(i, 0) + n
+        if (~boundary).any():
+            both, counts = np.unique(np.stack([t[~boundary], p[~boundary]]), axis=1, return_counts=True)
+            for (i, j), n in zip(both.T.tolist(), counts.tolist(), strict=True):
+                self.pairs[(i, j)] = self.pairs.get((i, j), 0) + n
+        return self
+
+    def merge(self, other: Counts) -> Counts:
+        for key, n in other.pairs.items():
+            self.pairs[key] = self.pairs.get(key, 0) + n
+        for key, n in other.truth_sizes.items():
+            self.truth_sizes[key] = self.truth_sizes.get(key, 0) + n
+        self.singletons += other.singletons
+        self.confusion += other.confusion
+        return self
+
+    def rand_scores(self) -> tuple[float, float, float]:
+        """(Rand error, precision, recall) as `rand_scores` defines them."""
+        if not self.truth_sizes:
+            return 0.0, 1.0, 1.0
+        sum_pij2 = float(sum(n * n for n in self.pairs.values())) + self.singletons
+        columns: dict[int, int] = {}
+        for (_, j), n in self.pairs.items():
+            columns[j] = columns.get(j, 0) + n
+        sum_s2 = float(sum(n * n for n in columns.values())) + self.singletons
+        sum_t2 = float(sum(n * n for n in self.truth_sizes.values()))
+        precision, recall = sum_pij2 / sum_s2, sum_pij2 / sum_t2
+        return float(1.0 - 2 * precision * recall / (precision + recall)), float(precision), float(recall)
+
+    def metrics(self) -> dict[str, float]:
+        """The row `slice_metrics` gives, from the counts."""
+        (tn, fp), (fn, tp) = self.confusion.tolist()
+        total = tn + fp + fn + tp
+        error, precision, recall = self.rand_scores()
+
+        iou_cell, dice_cell = _overlap(tp, tp + fp, tp + fn)
+        iou_membrane, dice_membrane = _overlap(tn, tn + fn, tn + fp)
+        return {
+            "pixel_error": (fp + fn) / total if total else 0.0,
+            "rand_error": error,
+            "rand_precision": precision,
+            "rand_recall": recall,
+            "iou_cell": iou_cell,
+            "iou_membrane": iou_membrane,
+            "dice_cell": dice_cell,
+            "dice_membrane": dice_membrane,
+        }

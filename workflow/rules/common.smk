@@ -295,7 +295,7 @@ def all_outputs():
     if any(evaluated_volumes(run) for run in RUNS):
         outputs += [
             results(f"report/{t}.csv")
-            for t in ("metrics", "summary", "cross_validation")
+            for t in ("metrics", "summary", "cross_validation", "volumes")
         ]
     return list(dict.fromkeys(outputs))
 

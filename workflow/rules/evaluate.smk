@@ -4,7 +4,8 @@ rule evaluate:
         segmentation=results("{run}/{volume}/segmentation.ome.zarr"),
         truth=lambda wc: labels_zarr(wc.volume),
     output:
-        results("{run}/{volume}/metrics.csv"),
+        metrics=results("{run}/{volume}/metrics.csv"),
+        volume=results("{run}/{volume}/volume_metrics.csv"),
     log:
         results("logs/evaluate/{run}/{volume}.log"),
     conda:
@@ -17,5 +18,6 @@ rule evaluate:
         settings=section("evaluate", "evaluate"),
         code=stage_code("evaluate"),
     shell:
-        "python -m unetflow evaluate {input.segmentation:q} {input.truth:q} {output:q} --name {wildcards.volume:q} "
+        "python -m unetflow evaluate {input.segmentation:q} {input.truth:q} {output.metrics:q} --name {wildcards.volume:q} "
+        "--volume-out {output.volume:q} "
         "--settings {params.settings:q} > {log:q} 2>&1"

@@ -4,7 +4,8 @@ REPORTED = [(run, v) for run in RUNS for v in evaluated_volumes(run)]
 rule report:
     """Every run's metrics in one table, a summary per experiment, fold and volume, and cross-validation figures."""
     input:
-        [results(f"{run}/{v}/metrics.csv") for run, v in REPORTED],
+        metrics=[results(f"{run}/{v}/metrics.csv") for run, v in REPORTED],
+        volumes=[results(f"{run}/{v}/volume_metrics.csv") for run, v in REPORTED],
     output:
         metrics=report(
             results("report/metrics.csv"),
@@ -17,6 +18,7 @@ rule report:
             category="Metrics",
         ),
         cross_validation=results("report/cross_validation.csv"),
+        volumes=results("report/volumes.csv"),
     log:
         results("logs/report.log"),
     conda:
@@ -30,4 +32,5 @@ rule report:
         out=lambda wildcards, output: os.path.dirname(output.metrics),
         code=stage_code("report"),
     shell:
-        "python -m unetflow report --metrics {input:q} --runs {params.runs:q} --out {params.out:q} > {log:q} 2>&1"
+        "python -m unetflow report --metrics {input.metrics:q} --volume-metrics {input.volumes:q} "
+        "--runs {params.runs:q} --out {params.out:q} > {log:q} 2>&1"

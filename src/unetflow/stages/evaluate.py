@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from unetflow.labels import cell_mask, instance_labels, recorded_convention
-from unetflow.metrics import slice_metrics
+from unetflow.metrics import Counts
 from unetflow.provenance import input_fingerprint, make_record, stage_code
 from unetflow.settings import check, defaults
 from unetflow.store import open_image, write_table
@@ -25,7 +25,10 @@ def evaluate_volume(
     out: str | Path,
     connectivity: int = defaults("evaluate")["connectivity"],
     name: str = "",
+    volume_out: str | Path | None = None,
 ) -> pd.DataFrame:
+    """Per-slice metrics into `out`; with `volume_out`, the volume's metrics from all its slices' counts pooled
+    (each slice's cells are objects of their own) into a one-row CSV."""
     check("evaluate", {"connectivity": connectivity})
     seg, gt = open_image(segmentation), open_image(truth)
     start, stop = seg.attrs.get("z_range") or (0, gt.shape[0])
@@ -34,16 +37,22 @@ def evaluate_volume(
             f"{segmentation} has shape {seg.shape} but ground truth {truth} has {gt.shape} (slices {start}-{stop - 1})"
         )
     convention = recorded_convention(gt.attrs, truth)
-    rows = []
+    rows, volume, offset = [], Counts(), 0
     for z in range(seg.shape[0]):
         segments = np.asarray(seg.array[z])
         labels = np.asarray(gt.array[start + z])
         true_cell = cell_mask(labels, convention)
-        true_cells = instance_labels(labels, convention, connectivity)
-        metrics = slice_metrics(segments > 0, segments, true_cell, true_cells)
-        rows.append({"volume": name, "slice": start + z, **metrics})
+        true_cells = instance_labels(labels, convention, connectivity).astype(np.int64)
+        counts = Counts().add(segments > 0, segments, true_cell, true_cells)
+        rows.append({"volume": name, "slice": start + z, **counts.metrics()})
+        # Predicted ids are unique across the volume already; true cells are numbered per slice, so shift them.
+        volume.merge(Counts().add(segments > 0, segments, true_cell, np.where(true_cells > 0, true_cells + offset, 0)))
+        offset += int(true_cells.max(initial=0))
     frame = pd.DataFrame(rows)
     inputs = {"segmentation": input_fingerprint(segmentation), "truth": input_fingerprint(truth)}
     record = make_record(inputs, {"connectivity": connectivity, "name": name}, stage_code("evaluate"))
+    if volume_out is not None:
+        row = pd.DataFrame([{"volume": name, "slices": len(rows), **volume.metrics()}])
+        write_table(row, volume_out, record)
     write_table(frame, out, record)
     return frame

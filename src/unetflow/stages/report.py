@@ -2,9 +2,10 @@
 
 A run is an experiment, or one fold of a cross-validated experiment (`name/fold<i>`). `metrics.csv` has one row
 per experiment, fold, volume and slice; `summary.csv` one row per experiment, fold and volume (mean and standard
-deviation over slices, and their number); `cross_validation.csv` one row per cross-validated experiment and
-volume: over its folds' means, the mean, the standard deviation and the worst fold of every metric (the highest
-error, the lowest score).
+deviation over slices, and their number); `volumes.csv` the same rows with each volume's metrics computed from
+its slices' pooled counts (a volume-level Rand error, not a mean of slices); `cross_validation.csv` one row per
+cross-validated experiment and volume: over its folds' means, the mean, the standard deviation and the worst fold
+of every metric (the highest error, the lowest score).
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ def collect(metric_files: Sequence[str | Path], runs: Sequence[str]) -> pd.DataF
     return pd.concat(frames, ignore_index=True)
 
 
+def collect_volumes(volume_files: Sequence[str | Path], runs: Sequence[str]) -> pd.DataFrame:
+    """One row per run's volume: its metrics from pooled counts, tagged with experiment and fold."""
+    if len(volume_files) != len(runs):
+        raise ValueError("report: one run name per volume metrics file is needed")
+    rows = []
+    for path, run in zip(volume_files, runs, strict=True):
+        experiment, fold = parse_run(run)
+        frame = pd.read_csv(path)
+        if len(frame) != 1 or "volume" not in frame.columns:
+            raise ValueError(f"{path}: not a unetflow volume metrics CSV (one row with a 'volume' column)")
+        rows.append({"experiment": experiment, "fold": fold, **frame.iloc[0].to_dict()})
+    table = pd.DataFrame(rows)
+    table["fold"] = table["fold"].astype("Int64")
+    return table
+
+
 def _values(metrics: pd.DataFrame) -> list[str]:
     return [c for c in metrics.columns if c not in ID_COLUMNS]
 
@@ -78,11 +95,23 @@ def cross_validation(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=None if rows else ["experiment", "volume", "folds"])
 
 
-def write_report(metric_files: Sequence[str | Path], runs: Sequence[str], out_dir: str | Path) -> tuple[Path, ...]:
+def write_report(
+    metric_files: Sequence[str | Path],
+    runs: Sequence[str],
+    out_dir: str | Path,
+    volume_files: Sequence[str | Path] | None = None,
+) -> tuple[Path, ...]:
+    """metrics.csv, summary.csv and cross_validation.csv; with `volume_files` (one per run, as evaluate writes them)
+    also volumes.csv, one row per experiment, fold and volume with the metrics of the volume's pooled counts."""
     out_dir = Path(out_dir)
     metrics = collect(metric_files, runs)
     summary = summarize(metrics)
     tables = {"metrics.csv": metrics, "summary.csv": summary, "cross_validation.csv": cross_validation(summary)}
-    inputs = {f"{run}:{i}": input_fingerprint(p) for i, (p, run) in enumerate(zip(metric_files, runs, strict=True))}
+    files = list(metric_files)
+    if volume_files:
+        tables["volumes.csv"] = collect_volumes(volume_files, runs)
+        files += list(volume_files)
+    names = list(runs) * (2 if volume_files else 1)
+    inputs = {f"{run}:{i}": input_fingerprint(p) for i, (p, run) in enumerate(zip(files, names, strict=True))}
     record = make_record(inputs, {"runs": list(runs)}, stage_code("report"))
     return tuple(write_table(frame, out_dir / name, record) for name, frame in tables.items())
