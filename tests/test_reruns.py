@@ -200,8 +200,8 @@ def test_a_changed_stage_code_reruns_that_stage_and_what_follows(pipeline, tmp_p
     shutil.copy2(ROOT / "Snakefile", checkout / "Snakefile")
     for part in ("workflow", "src", "envs", "config"):
         shutil.copytree(ROOT / part, checkout / part, symlinks=True)
-    segmentation = checkout / "src" / "unetflow" / "segmentation.py"
-    original = segmentation.read_text()
+    segment = checkout / "src" / "unetflow" / "stages" / "segment.py"
+    original = segment.read_text()
 
     def planned():
         run = snakemake(
@@ -218,12 +218,12 @@ def test_a_changed_stage_code_reruns_that_stage_and_what_follows(pipeline, tmp_p
         return set(planned_jobs(run.stdout + run.stderr)) - {"all"}
 
     assert planned() == set()
-    segmentation.write_text(original.replace('"""Label each slice', '"""Label every slice') + "\n# a comment\n")
+    segment.write_text(original.replace('"""Voxels per id', '"""Voxels of each id') + "\n# a comment\n")
     assert planned() == set(), "docstrings and comments are not code"
-    segmentation.write_text(original.replace("offset += n", "offset += int(n)"))
+    segment.write_text(original.replace("if i:\n", "if i != 0:\n"))
     assert planned() == DOWNSTREAM["segment"]
+    segment.write_text(original)
     trainer = checkout / "src" / "unetflow" / "training" / "trainer.py"
-    segmentation.write_text(original)
     trainer.write_text(trainer.read_text().replace("iteration += 1", "iteration = iteration + 1"))
     assert planned() == DOWNSTREAM["train"]
 

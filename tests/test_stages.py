@@ -9,7 +9,6 @@ from unetflow.inference.inferer import TileInferer, predict_array
 from unetflow.intensity import image_stats
 from unetflow.models import UNet, UNetConfig
 from unetflow.models.checkpoint import save_checkpoint
-from unetflow.segmentation import label_slab
 from unetflow.stages.evaluate import evaluate_volume
 from unetflow.stages.predict import PredictJob, predict_volume
 from unetflow.stages.report import summarize, write_report
@@ -54,13 +53,6 @@ def test_uint8_probabilities_and_bad_dtype(model_file, ingested, tmp_path):
     with pytest.raises(ValueError, match="predict.dtype"):
         predict(path, ingested[0], tmp_path / "x.ome.zarr", dtype="int8")
     assert not (tmp_path / "x.ome.zarr").exists()
-
-
-def test_segment_labels_are_unique_across_slices():
-    cell = np.zeros((2, 5, 5), bool)
-    cell[:, 0, 0] = cell[:, 4, 4] = True
-    labels, offset = label_slab(cell, 4, 10)
-    assert offset == 14 and sorted(np.unique(labels)) == [0, 11, 12, 13, 14]
 
 
 def test_segment_evaluate_report(model_file, ingested, tmp_path):
@@ -111,3 +103,64 @@ def test_a_chunk_deleted_from_an_input_or_probability_store_stops_predict_and_se
     shutil.rmtree(images / "0" / "c" / "2")
     with pytest.raises(MissingChunkError, match=r"images\.ome\.zarr: chunk 0/c/2/[01]/[01] is missing"):
         predict(path, images, tmp_path / "q.ome.zarr")
+
+
+def _probability_store(path, cell, chunks=(2, 3, 8, 8)):
+    from unetflow.store import atomic_output, create_image
+
+    with atomic_output(path) as tmp:
+        create_image(tmp, (2, *cell.shape), np.float32, chunks, "czyx")[:] = np.stack([1.0 - cell, cell]).astype("f4")
+    return path
+
+
+def _same_partition(a, b):
+    """Equal up to the numbering: the pairs of ids overlap one to one, and the background agrees."""
+    assert np.array_equal(a > 0, b > 0)
+    pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
+    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def test_blockwise_segmentation_equals_whole_volume_labelling_in_2d_and_3d(tmp_path):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    cell = ndimage.binary_opening(rng.random((9, 30, 27)) > 0.45)  # many objects crossing chunk faces
+    probs = _probability_store(tmp_path / "p.ome.zarr", cell)
+    per_slice = open_image(segment_volume(probs, tmp_path / "s2.ome.zarr", dims=2)).array[:]
+    expected = np.stack([ndimage.label(s)[0] + 1000 * k * (s > 0) for k, s in enumerate(cell)])
+    _same_partition(per_slice, expected)
+    in_3d = open_image(segment_volume(probs, tmp_path / "s3.ome.zarr", dims=3, connectivity=6)).array[:]
+    _same_partition(in_3d, ndimage.label(cell)[0])
+    assert in_3d.dtype == np.uint32 and in_3d.max() == ndimage.label(cell)[1]
+    assert tuple(open_image(tmp_path / "s3.ome.zarr").array.chunks) == (3, 8, 8)  # tiled in y and x
+    with pytest.raises(ValueError, match="segment.connectivity 6 is for 3D"):
+        segment_volume(probs, tmp_path / "bad.ome.zarr", dims=2, connectivity=6)
+
+
+def test_cells_below_the_minimum_size_are_dropped(tmp_path):
+    cell = np.zeros((2, 20, 20), bool)
+    cell[:, 2:12, 2:12] = True  # 200 voxels in 3D
+    cell[0, 15:17, 15:17] = True  # 4 voxels
+    probs = _probability_store(tmp_path / "p.ome.zarr", cell)
+    kept = open_image(segment_volume(probs, tmp_path / "s.ome.zarr", dims=3, connectivity=6, min_size=10))
+    assert sorted(np.unique(kept.array[:])) == [0, 1] and kept.attrs["segments"] == 1
+    assert not kept.array[0, 15:17, 15:17].any()
+
+
+def test_a_3d_segmentation_is_judged_against_cells_connected_in_3d(tmp_path):
+    """One tube through every slice: a 3D segment of it is perfect against 3D truth (volume Rand error 0)."""
+    from unetflow.stages.ingest import ingest
+
+    cell = np.zeros((4, 16, 16), bool)
+    cell[:, 4:10, 4:10] = True
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "gt.tif", (cell * 255).astype(np.uint8), photometric="minisblack")
+    truth = ingest(tmp_path / "gt.tif", tmp_path / "gt.ome.zarr", "labels", chunks=(1, 8, 8))
+    probs = _probability_store(tmp_path / "p.ome.zarr", cell, chunks=(2, 1, 8, 8))
+    segment_volume(probs, tmp_path / "s.ome.zarr", dims=3, connectivity=6)
+    evaluate_volume(tmp_path / "s.ome.zarr", truth, tmp_path / "m.csv", name="v", volume_out=tmp_path / "v.csv")
+    assert pd.read_csv(tmp_path / "v.csv").loc[0, "rand_error"] == pytest.approx(0.0)
+    segment_volume(probs, tmp_path / "s2.ome.zarr", dims=2)  # four objects, one per slice, against per-slice truth
+    evaluate_volume(tmp_path / "s2.ome.zarr", truth, tmp_path / "m2.csv", name="v", volume_out=tmp_path / "v2.csv")
+    assert pd.read_csv(tmp_path / "v2.csv").loc[0, "rand_error"] == pytest.approx(0.0)

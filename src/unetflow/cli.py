@@ -88,7 +88,7 @@ def cmd_segment(a: argparse.Namespace) -> None:
     from unetflow.stages.segment import segment_volume
 
     settings = check("segment", a.settings)
-    segment_volume(a.probabilities, a.out, settings["threshold"], settings["connectivity"])
+    segment_volume(a.probabilities, a.out, **settings)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:

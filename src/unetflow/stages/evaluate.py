@@ -9,14 +9,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 
-from unetflow.labels import cell_mask, instance_labels, recorded_convention
+from unetflow.components import label
+from unetflow.labels import INSTANCES, cell_mask, connectivity_structure, instance_labels, recorded_convention
 from unetflow.metrics import Counts
 from unetflow.provenance import input_fingerprint, make_record, stage_code
 from unetflow.settings import check, defaults
-from unetflow.store import open_image, write_table
+from unetflow.store import Image, open_image, write_table
+
+
+def _cells_in_3d(gt: Image, convention: str, start: int, stop: int) -> da.Array:
+    """Ground-truth cells connected in 3D (6-connected; given instance ids as they are), blockwise."""
+    labels = da.from_array(gt.array, chunks=gt.array.chunks, asarray=True)[start:stop]
+    if convention == INSTANCES:
+        return labels.astype(np.int64)
+    cell = labels.map_blocks(lambda b: cell_mask(b, convention), dtype=bool)
+    return label(cell, connectivity_structure(3, 6))
 
 
 def evaluate_volume(
@@ -37,6 +48,8 @@ def evaluate_volume(
             f"{segmentation} has shape {seg.shape} but ground truth {truth} has {gt.shape} (slices {start}-{stop - 1})"
         )
     convention = recorded_convention(gt.attrs, truth)
+    # A 3D segmentation is judged against cells connected in 3D; a 2D one against each slice's cells.
+    cells_3d = _cells_in_3d(gt, convention, start, stop) if seg.attrs.get("dims") == 3 else None
     rows, volume, offset = [], Counts(), 0
     for z in range(seg.shape[0]):
         segments = np.asarray(seg.array[z])
@@ -45,6 +58,9 @@ def evaluate_volume(
         true_cells = instance_labels(labels, convention, connectivity).astype(np.int64)
         counts = Counts().add(segments > 0, segments, true_cell, true_cells)
         rows.append({"volume": name, "slice": start + z, **counts.metrics()})
+        if cells_3d is not None:
+            volume.merge(Counts().add(segments > 0, segments, true_cell, np.asarray(cells_3d[z])))
+            continue
         # Predicted ids are unique across the volume already; true cells are numbered per slice, so shift them.
         volume.merge(Counts().add(segments > 0, segments, true_cell, np.where(true_cells > 0, true_cells + offset, 0)))
         offset += int(true_cells.max(initial=0))

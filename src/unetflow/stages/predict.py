@@ -260,6 +260,7 @@ def plan_shard(job: PredictJob, shard: tuple[int, int] = (0, 1), memory_mb: floa
         "model": str(job.model),
         "source": str(job.source),
         "context": [g.context for g in model.geometries],
+        "model_dims": model.config.dims,
         "block": list(job.block),
         "tta": job.tta,
         "precision": job.precision,
