@@ -109,3 +109,11 @@ def test_a_tiff_with_no_slices_names_the_file(tmp_path):
         tifffile.imwrite(tmp_path / "empty.tif", np.zeros((0, 8, 8), np.uint8))
     with pytest.raises(ValueError, match=r"empty\.tif: holds no slices"):
         ingest(tmp_path / "empty.tif", tmp_path / "o.ome.zarr")
+
+
+@pytest.mark.parametrize("compression", ["lzw", "zlib", "packbits", "zstd"])
+def test_compressed_tiffs_ingest_as_their_pixels(tmp_path, compression):
+    data = np.random.default_rng(1).integers(0, 255, (3, 40, 36)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "c.tif", data, photometric="minisblack", compression=compression)
+    out = ingest(tmp_path / "c.tif", tmp_path / "c.ome.zarr", chunks=(2, 40, 36))
+    np.testing.assert_array_equal(open_image(out).array[:], data)
