@@ -164,3 +164,14 @@ def test_a_3d_segmentation_is_judged_against_cells_connected_in_3d(tmp_path):
     segment_volume(probs, tmp_path / "s2.ome.zarr", dims=2)  # four objects, one per slice, against per-slice truth
     evaluate_volume(tmp_path / "s2.ome.zarr", truth, tmp_path / "m2.csv", name="v", volume_out=tmp_path / "v2.csv")
     assert pd.read_csv(tmp_path / "v2.csv").loc[0, "rand_error"] == pytest.approx(0.0)
+
+
+def test_the_report_refuses_files_that_are_not_its_csvs(tmp_path):
+    pd.DataFrame({"a": [1]}).to_csv(tmp_path / "x.csv", index=False)
+    with pytest.raises(ValueError, match=r"x\.csv: not a unetflow metrics CSV"):
+        write_report([tmp_path / "x.csv"], ["e"], tmp_path / "r")
+    pd.DataFrame({"volume": ["v"] * 2, "slice": [0, 1]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(ValueError, match=r"m\.csv: not a unetflow volume metrics CSV \(1 row"):
+        write_report([tmp_path / "m.csv"], ["e"], tmp_path / "r", [tmp_path / "m.csv"])
+    with pytest.raises(ValueError, match="one run name per metrics file"):
+        write_report([tmp_path / "m.csv"], ["e", "f"], tmp_path / "r")

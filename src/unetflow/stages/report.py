@@ -32,38 +32,33 @@ def parse_run(run: str) -> tuple[str, int | None]:
     return match["experiment"], int(fold) if fold is not None else None
 
 
-def collect(metric_files: Sequence[str | Path], runs: Sequence[str]) -> pd.DataFrame:
-    """Concatenate metric CSVs, each tagged with its run's experiment and fold."""
-    if len(metric_files) != len(runs):
-        raise ValueError("report: one run name per metrics file is needed")
+def _collect(files: Sequence[str | Path], runs: Sequence[str], what: str, columns: set[str], rows: int | None):
+    """Concatenate unetflow CSVs (`what`: their kind, for messages), each tagged with its run's experiment and fold."""
+    if len(files) != len(runs):
+        raise ValueError(f"report: one run name per {what} file is needed")
     frames = []
-    for path, run in zip(metric_files, runs, strict=True):
+    for path, run in zip(files, runs, strict=True):
         experiment, fold = parse_run(run)
         frame = pd.read_csv(path)
-        if "slice" not in frame.columns or "volume" not in frame.columns:
-            raise ValueError(f"{path}: not a unetflow metrics CSV (no 'volume' and 'slice' columns)")
+        if not columns <= set(frame.columns) or (rows is not None and len(frame) != rows):
+            shape = f"{rows} row(s) with" if rows is not None else "the"
+            raise ValueError(f"{path}: not a unetflow {what} CSV ({shape} columns {sorted(columns)})")
         frame.insert(0, "fold", pd.array([fold] * len(frame), dtype="Int64"))
         frame.insert(0, "experiment", experiment)
         frames.append(frame)
     if not frames:
-        raise ValueError("report: no metrics files to report")
+        raise ValueError(f"report: no {what} files to report")
     return pd.concat(frames, ignore_index=True)
+
+
+def collect(metric_files: Sequence[str | Path], runs: Sequence[str]) -> pd.DataFrame:
+    """Every run's per-slice metric rows, tagged with its experiment and fold."""
+    return _collect(metric_files, runs, "metrics", {"volume", "slice"}, None)
 
 
 def collect_volumes(volume_files: Sequence[str | Path], runs: Sequence[str]) -> pd.DataFrame:
     """One row per run's volume: its metrics from pooled counts, tagged with experiment and fold."""
-    if len(volume_files) != len(runs):
-        raise ValueError("report: one run name per volume metrics file is needed")
-    rows = []
-    for path, run in zip(volume_files, runs, strict=True):
-        experiment, fold = parse_run(run)
-        frame = pd.read_csv(path)
-        if len(frame) != 1 or "volume" not in frame.columns:
-            raise ValueError(f"{path}: not a unetflow volume metrics CSV (one row with a 'volume' column)")
-        rows.append({"experiment": experiment, "fold": fold, **frame.iloc[0].to_dict()})
-    table = pd.DataFrame(rows)
-    table["fold"] = table["fold"].astype("Int64")
-    return table
+    return _collect(volume_files, runs, "volume metrics", {"volume"}, 1)
 
 
 def _values(metrics: pd.DataFrame) -> list[str]:
