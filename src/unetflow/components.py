@@ -52,6 +52,11 @@ def _face_pairs(before: np.ndarray, after: np.ndarray, axis: int, structure: np.
 
 def label(mask: da.Array, structure: np.ndarray) -> da.Array:
     """Connected components of `mask` (0 = background), ids 1..n, identical to labelling it whole."""
+    return label_counted(mask, structure)[0]
+
+
+def label_counted(mask: da.Array, structure: np.ndarray) -> tuple[da.Array, int]:
+    """`label` and the number n of components (known once the faces are joined, before any block is relabelled)."""
     structure = np.asarray(structure, bool)
     local = _chunk_labels(mask, structure)
     faces = []
@@ -66,7 +71,7 @@ def label(mask: da.Array, structure: np.ndarray) -> da.Array:
     pairs = np.concatenate([np.zeros((0, 2), np.int64), *pairs_found])
     n = len(keys)
     if n == 0:
-        return da.zeros(mask.shape, chunks=mask.chunks, dtype=np.int64)
+        return da.zeros(mask.shape, chunks=mask.chunks, dtype=np.int64), 0
     i, j = np.searchsorted(keys, pairs[:, 0]), np.searchsorted(keys, pairs[:, 1])
     graph = coo_matrix((np.ones(len(i), bool), (i, j)), shape=(n, n))
     _, component = connected_components(graph, directed=False)
@@ -82,4 +87,4 @@ def label(mask: da.Array, structure: np.ndarray) -> da.Array:
         out[inside] = new_ids[np.searchsorted(keys, block[inside])]
         return out
 
-    return local.map_blocks(relabel, dtype=np.int64)
+    return local.map_blocks(relabel, dtype=np.int64), len(first)

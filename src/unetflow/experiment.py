@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from unetflow.models.registry import model_config
-from unetflow.settings import check
+from unetflow.settings import check, model_changing
 from unetflow.training.settings import TrainSettings
 
 
@@ -64,10 +64,7 @@ class Experiment:
         return cls(str(d.get("name", "")), model, TrainSettings.from_dict(d.get("train") or {}), fold)
 
     def to_dict(self) -> dict[str, Any]:
-        train = self.train.to_dict()
-        if self.train.hard_tile_share == 0:
-            train.pop("workers")  # tiles do not depend on the loader's workers unless hard tiles follow the losses
-        train.pop("checkpoint_every")
+        train = model_changing(self.train.to_dict())
         fold = {"index": self.fold.index, "count": self.fold.count} if self.fold else None
         return {"name": self.name, "model": self.model, "train": train, "fold": fold}
 

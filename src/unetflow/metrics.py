@@ -91,11 +91,14 @@ class Counts:
                 self.pairs[(i, j)] = self.pairs.get((i, j), 0) + n
         return self
 
-    def merge(self, other: Counts) -> Counts:
-        for key, n in other.pairs.items():
+    def merge(self, other: Counts, truth_offset: int = 0) -> Counts:
+        """Add `other`'s counts; `truth_offset` shifts its true cell ids (cells numbered per slice become distinct
+        objects of a volume)."""
+        for (i, j), n in other.pairs.items():
+            key = (i + truth_offset, j)
             self.pairs[key] = self.pairs.get(key, 0) + n
-        for key, n in other.truth_sizes.items():
-            self.truth_sizes[key] = self.truth_sizes.get(key, 0) + n
+        for i, n in other.truth_sizes.items():
+            self.truth_sizes[i + truth_offset] = self.truth_sizes.get(i + truth_offset, 0) + n
         self.singletons += other.singletons
         self.confusion += other.confusion
         return self

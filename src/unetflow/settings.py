@@ -109,6 +109,15 @@ def stage_of(leaf: dict[str, Any]) -> str | None:
     return stage
 
 
+def model_changing(train: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a checked `train` section that change the trained model: its `x-stage: train` settings, and
+    `workers` where hard tiles follow the losses seen so far (then the loader's prefetching changes the tiles)."""
+    out = result_settings("train", train, "train")
+    if out["hard_tile_share"] > 0:
+        out["workers"] = train["workers"]
+    return out
+
+
 def result_settings(section: str, values: dict[str, Any], stage: str) -> dict[str, Any]:
     """The part of a checked section that changes `stage`'s result (nested as in the section)."""
     out: dict[str, Any] = {}

@@ -19,7 +19,7 @@ shell.prefix(_PREFIX)
 # both import only the standard library, PyYAML and jsonschema.
 sys.path.insert(0, SRC)
 from unetflow.provenance import digest, stage_code
-from unetflow.settings import check, result_settings
+from unetflow.settings import check, model_changing, result_settings
 
 RESULTS = config["results"]
 ENV = "../../envs/unetflow.yaml"
@@ -216,11 +216,7 @@ def train_inputs(wildcards):
 def train_experiment(wildcards):
     """The run as the train stage reads it: exactly the settings that change the trained model."""
     exp = experiment_of(wildcards.run)
-    train = result_settings("train", exp["train"], "train")
-    if (
-        train["hard_tile_share"] > 0
-    ):  # hard tiles follow the losses seen so far: workers change the result
-        train["workers"] = exp["train"]["workers"]
+    train = model_changing(exp["train"])
     fold = fold_of(wildcards.run)
     return as_json(
         {

@@ -62,7 +62,7 @@ def evaluate_volume(
             volume.merge(Counts().add(segments > 0, segments, true_cell, np.asarray(cells_3d[z])))
             continue
         # Predicted ids are unique across the volume already; true cells are numbered per slice, so shift them.
-        volume.merge(Counts().add(segments > 0, segments, true_cell, np.where(true_cells > 0, true_cells + offset, 0)))
+        volume.merge(counts, truth_offset=offset)
         offset += int(true_cells.max(initial=0))
     frame = pd.DataFrame(rows)
     inputs = {"segmentation": input_fingerprint(segmentation), "truth": input_fingerprint(truth)}

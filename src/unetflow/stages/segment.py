@@ -13,7 +13,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from unetflow.components import label
+from unetflow.components import label_counted
 from unetflow.labels import connectivity_structure
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
 from unetflow.settings import check, defaults
@@ -76,7 +76,7 @@ def segment_volume(
     chunks = tuple(int(n) for n in probs.array.chunks)
     stored = da.from_array(probs.array, chunks=chunks, asarray=True)[cell_class]
     cell = stored.map_blocks(lambda b: decode_probabilities(b) > threshold, dtype=bool)
-    labels = label(cell, structure)
+    labels, count = label_counted(cell, structure)
     if min_size > 0:
         sizes = _sizes(labels)
         kept = np.array(sorted(i for i, n in sizes.items() if n >= min_size), np.int64)
@@ -85,8 +85,6 @@ def segment_volume(
         table[kept] = np.arange(1, len(kept) + 1)
         labels = labels.map_blocks(lambda b: table[b], dtype=np.int64)
         count = len(kept)
-    else:
-        count = int(labels.max().compute()) if labels.size else 0
     dtype = np.uint32 if count < 2**32 else np.uint64
     with atomic_output(out) as tmp:
         target = create_image(tmp, (z, y, x), dtype, chunks[1:], "zyx", probs.voxel_size, probs.unit)
