@@ -1,19 +1,27 @@
-"""Planning and starting one prediction shard job on a terabyte: memory and time flat in the volume's size.
+"""Terabyte volumes: one cluster job of each stage that runs at scale, its memory and time flat in the volume's size.
 
-Builds sparse logical volumes (zarr, metadata and intensity statistics only: every chunk absent, read as zeros) of
-1 TB (2000 x 22400 x 22400 uint8) and 0.1 TB (200 x 22400 x 22400), and for each, in a fresh process:
-plans shard 0 of `--shards` jobs exactly as `unetflow predict --shard 0/N` does (resolve the job, create or reuse
-the partial output, find the shard's pending blocks), then computes and records its first block. Prints the peak
-RSS, the time to plan and the time to the first finished block at both sizes, and their ratios.
+Builds sparse logical volumes (plain zarr, metadata only: every chunk absent, read as zeros) of 1 TB
+(2000 x 22400 x 22400 uint8) and 0.1 TB (200 x 22400 x 22400) and, in a fresh process per size and stage:
+
+- ingest: uses the store in place, as the ingest job of a zarr dataset does (a reference store with the store's
+  fingerprint and intensity statistics from a sample of chunks);
+- predict: plans shard 0 of the volume's automatic number of jobs (`predict.shard_mvoxels`) exactly as
+  `unetflow predict --shard 0/N` does (resolve the job, create or reuse the partial output, find the shard's
+  pending files), then computes, writes and records its first file (a zarr shard of blocks).
+
+Prints per stage and size the peak RSS, the time to the first finished unit, voxels per second, the number of jobs
+and of output files, and the ratio 1 TB / 0.1 TB; then times `snakemake -n` for the whole pipeline with the 1 TB
+volume as a dataset (automatic jobs, and `predict.shards: 10000`).
 
 Run by hand (not a test: these machines are shared and noisy; compare the ratios of one run):
-    python benchmarks/scale.py [--shards 10000] [--block 1 256 256] [--out /tmp/unetflow-scale]
+    python benchmarks/scale.py [--block 1 256 256] [--out /tmp/unetflow-scale]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import shutil
 import subprocess
@@ -21,47 +29,85 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"1 TB": (2000, 22400, 22400), "0.1 TB": (200, 22400, 22400)}
 
 
-def one_job(volume: str, model: str, out: str, block: list[int], shards: int) -> dict:
-    """What a shard job does before and at its first block; run in its own process."""
-    started = time.perf_counter()
-    from unetflow.stages import predict as p
+def peak_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
-    imported = time.perf_counter()
+
+def ingest_job(volume: str, out: str) -> dict:
+    """The ingest job of a zarr dataset: a reference to the store, used in place."""
+    from unetflow.stages.ingest import reference
+
+    started = time.perf_counter()
+    reference(volume, out, (50, 4, 4))
+    return {"first unit s": round(time.perf_counter() - started, 3), "peak RSS MiB": peak_mib()}
+
+
+def predict_job(volume: str, model: str, out: str, block: list[int]) -> dict:
+    """Shard 0 of a volume's automatic number of prediction jobs, to its first finished file."""
+    from unetflow.settings import defaults
+    from unetflow.stages import predict as p
+    from unetflow.store import open_image
+
+    shape = open_image(volume).shape
+    jobs = max(1, math.ceil(math.prod(shape) / (defaults("predict")["shard_mvoxels"] * 1e6)))
+    started = time.perf_counter()
     job = p.PredictJob(model, volume, out, tuple(block), "float16", device="cpu", threads=1)
-    plan = p.plan_shard(job, (0, shards))
+    plan = p.plan_shard(job, (0, jobs))
     planned = time.perf_counter()
-    p.process_block(plan.job, plan.pending[0])
+    voxels = p.process_group(plan.job, plan.pending[0])
     first = time.perf_counter()
     return {
-        "blocks in job": plan.blocks,
-        "import s": round(imported - started, 2),
-        "plan s": round(planned - imported, 3),
-        "first block s": round(first - planned, 3),
-        "peak RSS MiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "jobs": jobs,
+        "files in the output": len(p.file_groups(shape, plan.job)),
+        "files in the job": plan.groups,
+        "plan s": round(planned - started, 3),
+        "first unit s": round(first - planned, 3),
+        "voxels/s per job": round(voxels / (first - planned)),
+        "peak RSS MiB": peak_mib(),
     }
+
+
+def dry_run(root: Path, volume: Path, shards: int) -> tuple[float, int]:
+    """`snakemake -n` of the embedded pipeline with `volume` as one more dataset to segment."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["results"] = "results"
+    config["datasets"]["big"] = {"images": str(volume), "voxel_size": [50, 4, 4]}
+    config["experiments"]["demo"]["predict_on"] = ["big"]
+    config["predict"]["shards"] = shards
+    (root / "dry.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--configfile", "dry.yaml"]
+    cmd += ["-n", "--quiet", "rules", "--workflow-profile", "none", "--cores", "1"]
+    started = time.perf_counter()
+    run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - started
+    total = next(int(line.split()[1]) for line in (run.stdout + run.stderr).splitlines() if line.startswith("total"))
+    return seconds, total
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shards", type=int, default=10_000)
     parser.add_argument("--block", type=int, nargs=3, default=[1, 256, 256])
     parser.add_argument("--out", default="/tmp/unetflow-scale")
-    parser.add_argument("--job", nargs=5, help=argparse.SUPPRESS)  # internal: run one job and print its figures
+    parser.add_argument("--job", nargs="+", help=argparse.SUPPRESS)  # internal: run one job, print its figures
     a = parser.parse_args()
     if a.job:
-        volume, model, out, block, shards = a.job
-        print(json.dumps(one_job(volume, model, out, json.loads(block), int(shards))))
+        stage, *args = a.job
+        figures = ingest_job(*args) if stage == "ingest" else predict_job(*args[:3], json.loads(args[3]))
+        print(json.dumps(figures))
         return
 
     import numpy as np
     import torch
+    import zarr
 
     from unetflow.models import UNet, UNetConfig
     from unetflow.models.checkpoint import save_checkpoint
-    from unetflow.store import create_image
 
     root = Path(a.out)
     shutil.rmtree(root, ignore_errors=True)
@@ -69,24 +115,42 @@ def main() -> None:
     torch.manual_seed(0)
     model = root / "model.pt"
     save_checkpoint(model, UNet(UNetConfig(base_width=4, levels=3, dropout=0)))
-    rows = {}
+    rows: dict[str, dict[str, dict]] = {"ingest (in place)": {}, "predict": {}}
+    volumes = {}
     for name, shape in SIZES.items():
-        volume = root / f"{name.replace(' ', '')}.ome.zarr"
-        attrs = {"kind": "image", "intensity": {"mean": 128.0, "std": 40.0}}  # as ingest records them
-        create_image(volume, shape, np.uint8, (1, 1024, 1024), "zyx", (50, 4, 4), attrs=attrs)
-        out = root / f"{name.replace(' ', '')}-probabilities.ome.zarr"
-        cmd = [sys.executable, __file__, "--job", str(volume), str(model), str(out), json.dumps(a.block), str(a.shards)]
-        run = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows[name] = json.loads(run.stdout.strip().splitlines()[-1])
-        files = sum(1 for _ in out.with_name(out.name + ".partial").rglob("*") if _.is_file())
-        rows[name]["files written"] = files
-    keys = list(next(iter(rows.values())))
-    print(f"shard 0 of {a.shards} jobs, block {a.block}, CPU, one thread")
-    print(f"{'':22}" + "".join(f"{n:>14}" for n in rows) + f"{'ratio':>10}")
-    for key in keys:
-        values = [rows[n][key] for n in rows]
-        ratio = values[0] / values[1] if values[1] else float("nan")
-        print(f"{key:22}" + "".join(f"{v:>14}" for v in values) + f"{ratio:>10.2f}")
+        tag = name.replace(" ", "")
+        volume = volumes[name] = root / f"{tag}.zarr"
+        zarr.create_array(str(volume), shape=shape, chunks=(1, 1024, 1024), dtype=np.uint8, fill_value=0)
+        stages = {
+            "ingest (in place)": ["ingest", str(volume), str(root / f"{tag}-ref.ome.zarr")],
+            "predict": ["predict", str(root / f"{tag}-ref.ome.zarr"), str(model), str(root / f"{tag}-p.ome.zarr")],
+        }
+        stages["predict"].append(json.dumps(a.block))
+        for stage, args in stages.items():
+            run = subprocess.run([sys.executable, __file__, "--job", *args], capture_output=True, text=True)
+            if run.returncode:
+                raise RuntimeError(run.stderr[-3000:])
+            rows[stage][name] = json.loads(run.stdout.strip().splitlines()[-1])
+        partial = root / f"{tag}-p.ome.zarr.partial"
+        rows["predict"][name]["files written"] = sum(1 for f in partial.rglob("*") if f.is_file())
+    print(f"block {a.block}, CPU, one thread, network of width 4 (3 levels), float16 probabilities")
+    for stage, by_size in rows.items():
+        print(f"\n{stage}")
+        print(f"{'':22}" + "".join(f"{n:>14}" for n in by_size) + f"{'ratio':>10}")
+        for key in next(iter(by_size.values())):
+            values = [by_size[n][key] for n in by_size]
+            ratio = values[0] / values[1] if values[1] else float("nan")
+            print(f"{key:22}" + "".join(f"{v:>14}" for v in values) + f"{ratio:>10.2f}")
+    big = rows["predict"]["1 TB"]
+    voxels = math.prod(SIZES["1 TB"])
+    print("\n1 TB wall time at this job's rate, extrapolated (one job per node, no overheads):")
+    for nodes in (10, 100, 1000):
+        hours = voxels / (big["voxels/s per job"] * min(nodes, big["jobs"])) / 3600
+        print(f"  {nodes:>5} nodes: {hours:,.1f} h" + ("" if nodes <= big["jobs"] else f" (only {big['jobs']} jobs)"))
+    for shards in (0, 10_000):
+        seconds, total = dry_run(root, volumes["1 TB"], shards)
+        what = "automatic jobs" if shards == 0 else f"predict.shards {shards}"
+        print(f"snakemake -n, 1 TB dataset, {what}: {seconds:.1f} s for {total} jobs")
     shutil.rmtree(root, ignore_errors=True)
 
 

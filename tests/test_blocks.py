@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from unetflow.blocks import block_grid, mirror_indices, read_mirrored, shard
+from unetflow.blocks import block_grid, blocks_of_group, group_shape, mirror_indices, read_mirrored, shard
 
 
 def test_mirror_indices_match_numpy_reflect():
@@ -76,3 +76,25 @@ def test_records_are_kept_per_slab_and_counted_folder_by_folder(tmp_path):
     assert is_done(tmp_path, (0, 0, 0)) and not is_done(tmp_path, (2, 1, 0))
     assert first_missing(tmp_path, grid) == (2, 1, 0)
     assert len(list((tmp_path / ".unetflow_blocks").iterdir())) == 3  # one folder per z slab of blocks
+
+
+def test_groups_of_blocks_grow_square_in_the_plane_then_in_z_within_their_size():
+    # 1 x 256 x 256 blocks of 4 bytes per voxel in 64 MiB files: 16 x 16 blocks of one slice.
+    assert group_shape((1, 256, 256), (2000, 22400, 22400), 4, 64 * 2**20) == (1, 4096, 4096)
+    # A small volume is one file; a group never outgrows the volume (rounded up to whole blocks).
+    assert group_shape((1, 256, 256), (16, 500, 300), 4, 64 * 2**20) == (16, 512, 512)
+    # At least one block, however small the target.
+    assert group_shape((2, 64, 64), (9, 99, 99), 4, 1) == (2, 64, 64)
+    # Narrow y doubles before x: 1 x 8 x 32 blocks in 4 KiB groups of 1-byte voxels become 1 x 64 x 64.
+    assert group_shape((1, 8, 32), (1, 1000, 1000), 1, 4096) == (1, 64, 64)
+
+
+def test_the_blocks_of_groups_tile_the_grid_once():
+    blocks = block_grid((5, 17, 10), (2, 8, 4), (0, 3, 3), (2, 14, 10))
+    groups = block_grid((5, 17, 10), (4, 16, 8), (0, 0, 0), (4, 16, 8))
+    seen = [i for g in groups for i in blocks_of_group(blocks, g)]
+    assert sorted(seen) == sorted(b.index for b in blocks) and len(seen) == len(set(seen))
+    for g in groups:
+        for i in blocks_of_group(blocks, g):
+            w = blocks.block(i).write
+            assert all(gw.start <= bw.start and bw.stop <= gw.stop for gw, bw in zip(g.write, w, strict=True))

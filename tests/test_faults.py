@@ -84,7 +84,8 @@ def stage_args(stage, r, out):
     if stage == "predict":
         model = r / "models" / "tiny" / "model.pt"
         images = r / "data" / "tiny_volume" / "images.ome.zarr"
-        return ["predict", model, images, out, "--settings", '{"block": [1, 64, 64]}', "--device", "cpu"]
+        settings = '{"block": [1, 64, 64], "file_mb": 0.016}'  # a file per block: several writes to kill at
+        return ["predict", model, images, out, "--settings", settings, "--device", "cpu"]
     if stage == "segment":
         return ["segment", r / "tiny" / "tiny_volume" / "probabilities.ome.zarr", out]
     if stage == "evaluate":

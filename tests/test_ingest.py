@@ -117,3 +117,101 @@ def test_compressed_tiffs_ingest_as_their_pixels(tmp_path, compression):
     tifffile.imwrite(tmp_path / "c.tif", data, photometric="minisblack", compression=compression)
     out = ingest(tmp_path / "c.tif", tmp_path / "c.ome.zarr", chunks=(2, 40, 36))
     np.testing.assert_array_equal(open_image(out).array[:], data)
+
+
+# Zarr stores used in place -----------------------------------------------------------------------------------
+
+OME04_AXES = [
+    {"name": "t", "type": "time"},
+    {"name": "c", "type": "channel"},
+    *({"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"),
+]
+
+
+def _zarr_sources(tmp_path):
+    """The same 5 x 40 x 30 volume as a plain zarr v2 array and as an OME-Zarr 0.4 (t, c, z, y, x) image."""
+    import zarr
+
+    data = np.random.default_rng(0).integers(0, 255, (5, 40, 30)).astype(np.uint8)
+    zarr.create_array(str(tmp_path / "plain.zarr"), data=data, chunks=(1, 20, 30), zarr_format=2)
+    group = zarr.open_group(str(tmp_path / "ome04.zarr"), mode="w", zarr_format=2)
+    scale = [{"type": "scale", "scale": [1, 1, 0.04, 0.005, 0.005]}]
+    group.attrs["multiscales"] = [
+        {"version": "0.4", "axes": OME04_AXES, "datasets": [{"path": "0", "coordinateTransformations": scale}]}
+    ]
+    group.create_array("0", data=data[None, None], chunks=(1, 1, 1, 20, 30))
+    return data
+
+
+def test_zarr_images_are_used_in_place_with_their_own_scale(tmp_path):
+    data = _zarr_sources(tmp_path)
+    for name, voxel, unit in (("plain", (50.0, 4.0, 4.0), "nanometer"), ("ome04", (0.04, 0.005, 0.005), "micrometer")):
+        out = ingest(tmp_path / f"{name}.zarr", tmp_path / f"{name}-ref.ome.zarr", voxel_size=(50, 4, 4))
+        assert sorted(p.name for p in out.rglob("*")) == ["zarr.json"]  # a reference: nothing copied
+        image = open_image(out)
+        assert image.axes == "zyx" and image.shape == data.shape
+        assert image.voxel_size == voxel and image.unit == unit
+        np.testing.assert_array_equal(image.array[:], data)
+        np.testing.assert_array_equal(image.array[1:3, 5:9, 2], data[1:3, 5:9, 2])
+        # Ten chunks, all in the sample: the statistics are exact.
+        assert image.attrs["intensity"]["mean"] == pytest.approx(data.mean())
+        assert image.attrs["intensity"]["std"] == pytest.approx(data.std())
+    window = open_image(ingest(tmp_path / "ome04.zarr", tmp_path / "w.ome.zarr", z_range=(1, 3)))
+    np.testing.assert_array_equal(window.array[:], data[1:3])
+
+
+def test_a_changed_store_changes_the_reference_fingerprint(tmp_path):
+    import zarr
+
+    _zarr_sources(tmp_path)
+    first = open_image(ingest(tmp_path / "plain.zarr", tmp_path / "a.ome.zarr")).attrs["provenance"]["fingerprint"]
+    array = zarr.open_array(str(tmp_path / "plain.zarr"), mode="r+")
+    array[0, 0, 0] = 255 - array[0, 0, 0]
+    second = open_image(ingest(tmp_path / "plain.zarr", tmp_path / "b.ome.zarr")).attrs["provenance"]["fingerprint"]
+    assert first != second
+
+
+def test_zarr_labels_are_copied_and_checked(tmp_path):
+    import zarr
+
+    labels = np.zeros((3, 20, 20), np.uint8)
+    labels[:, 5:15, 5:15] = 255
+    zarr.create_array(str(tmp_path / "labels.zarr"), data=labels, chunks=(1, 10, 10))
+    out = ingest(tmp_path / "labels.zarr", tmp_path / "l.ome.zarr", kind="labels", chunks=(1, 20, 20))
+    image = open_image(out)
+    assert image.attrs["label_convention"] == "binary255" and "reference" not in image.attrs
+    np.testing.assert_array_equal(image.array[:], labels)
+    zarr.create_array(str(tmp_path / "image.zarr"), data=np.arange(1200, dtype=np.uint8).reshape(3, 20, 20))
+    with pytest.raises(ValueError, match="image.zarr"):
+        ingest(tmp_path / "image.zarr", tmp_path / "bad.ome.zarr", kind="labels")
+    assert not (tmp_path / "bad.ome.zarr").exists() and not partial_path(tmp_path / "bad.ome.zarr").exists()
+
+
+def test_a_store_given_by_url_is_read_in_place(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    data = _zarr_sources(tmp_path)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ome04.zarr"
+        image = open_image(ingest(url, tmp_path / "url.ome.zarr"))
+        assert image.attrs["reference"] == url and image.voxel_size == (0.04, 0.005, 0.005)
+        np.testing.assert_array_equal(image.array[:], data)
+    finally:
+        server.shutdown()
+
+
+def test_a_zarr_store_that_is_no_volume_is_named(tmp_path):
+    import zarr
+
+    zarr.create_array(str(tmp_path / "rgb.zarr"), data=np.zeros((3, 4, 5, 6), np.uint8))
+    with pytest.raises(ValueError, match=r"rgb.zarr.*zyx"):
+        ingest(tmp_path / "rgb.zarr", tmp_path / "o.ome.zarr")
+    (tmp_path / "empty.zarr").mkdir()
+    with pytest.raises(ValueError, match="empty.zarr"):
+        ingest(tmp_path / "empty.zarr", tmp_path / "o.ome.zarr")

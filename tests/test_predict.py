@@ -41,7 +41,12 @@ def volume(tmp_path_factory):
     return str(path)
 
 
+# Files of one slice each (3 x 4 blocks of 1 x 24 x 16, two float32 classes: 36 KiB), 24 in all.
+SLICE_FILES = 0.04
+
+
 def job(model, source, out, block=(1, 24, 16), **kw):
+    kw.setdefault("file_mb", SLICE_FILES)
     return PredictJob(model, source, str(out), block, kw.pop("dtype", "float32"), device="cpu", threads=1, **kw)
 
 
@@ -53,12 +58,13 @@ def test_killed_run_resumes_bit_for_bit(model_path, volume, tmp_path):
     reference = read(predict_volume(job(model_path, volume, tmp_path / "ref.ome.zarr")))
     out = tmp_path / "p.ome.zarr"
     cmd = [sys.executable, "-m", "unetflow", "predict", model_path, volume, str(out)]
-    cmd += ["--settings", '{"block": [1, 24, 16], "dtype": "float32"}', "--device", "cpu", "--threads", "1"]
+    settings = f'{{"block": [1, 24, 16], "dtype": "float32", "file_mb": {SLICE_FILES}}}'
+    cmd += ["--settings", settings, "--device", "cpu", "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 600  # generous: a loaded machine may take long to import torch
     while time.time() < deadline and proc.poll() is None:
-        if count_done(partial_path(out)) >= 20:
+        if count_done(partial_path(out)) >= 5:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.002)
@@ -66,9 +72,9 @@ def test_killed_run_resumes_bit_for_bit(model_path, volume, tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not out.exists()
     finished = count_done(partial_path(out))
-    assert 20 <= finished < 288
+    assert 5 <= finished < 24
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    assert f"{288 - finished} of 288 blocks to compute" in rerun.stdout
+    assert f"{24 - finished} of 24 files to compute" in rerun.stdout
     assert np.array_equal(read(out), reference)
     assert not partial_path(out).exists() and not (out / DONE_DIR).exists()
 
@@ -78,13 +84,26 @@ def test_shards_cover_every_block_once_and_gather_checks(model_path, volume, tmp
     reference = read(predict_volume(job(model_path, volume, tmp_path / "ref.ome.zarr")))
     predict_volume(job(model_path, volume, out), shard=(0, 3))
     predict_volume(job(model_path, volume, out), shard=(2, 3))
-    with pytest.raises(RuntimeError, match="96 blocks are not done yet"):
+    with pytest.raises(RuntimeError, match="8 files are not done yet"):
         finalize(out)
     assert not out.exists()
     assert predict_volume(job(model_path, volume, out), shard=(1, 3)) == partial_path(out)
     assert np.array_equal(read(finalize(out)), reference)
     attrs = zarr.open_group(str(out), mode="r").attrs["unetflow"]
     assert attrs["complete"] is True and attrs["block"] == [1, 24, 16]
+
+
+def test_blocks_are_stored_in_files_of_file_mb_with_the_same_values(model_path, volume, tmp_path):
+    one = read(predict_volume(job(model_path, volume, tmp_path / "one.ome.zarr", file_mb=0.001)))  # a block each
+    out = predict_volume(job(model_path, volume, tmp_path / "few.ome.zarr", file_mb=0.3))
+    array = zarr.open_group(str(out), mode="r")["0"]
+    # 0.3 MiB holds 8 slices of 72 x 64 voxels (3 x 4 blocks) in two float32 classes: 3 files for 24 slices.
+    assert array.shards == (2, 8, 72, 64) and array.chunks == (2, 1, 24, 16)
+    files = [f for f in (out / "0" / "c").rglob("*") if f.is_file()]
+    assert len(files) == 3
+    assert np.array_equal(read(out), one)
+    ones = [f for f in (tmp_path / "one.ome.zarr" / "0" / "c").rglob("*") if f.is_file()]
+    assert len(ones) == 288
 
 
 def test_partial_output_from_other_settings_is_discarded(model_path, volume, tmp_path):

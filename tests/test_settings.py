@@ -33,7 +33,7 @@ def test_result_settings_leave_out_scheduling():
         "dtype",
         "tta",
         "precision",
-        "shards",
+        "file_mb",
     }
 
 

@@ -69,16 +69,16 @@ def test_sharded_prediction_scatters_gathers_and_matches(pipeline, tmp_path):
     shutil.copytree(pipeline, work, symlinks=True)
     config = yaml.safe_load((work / "tiny.yaml").read_text())
     config["predict"]["shards"] = 3
+    (work / "three.yaml").write_text(yaml.safe_dump(config))
+    dry = snakemake(work, "--configfile", "three.yaml", "-n", "--quiet", "rules")
+    expected = {"predict_shard": 6, "predict": 2, "segment": 2, "evaluate": 1, "report": 1, "all": 1}
+    assert planned_jobs(dry.stdout + dry.stderr) == expected
+    # Jobs from the volumes' sizes: 2 x 96 x 96 and 2 x 100 x 120 voxels at 10 000 per job are 2 and 3 jobs;
+    # files of one 64 x 64 block (two float16 classes, 16 KiB) give each job blocks of its own.
+    config["predict"].update(shards=0, shard_mvoxels=0.01, file_mb=0.016)
     (work / "sharded.yaml").write_text(yaml.safe_dump(config))
     dry = snakemake(work, "--configfile", "sharded.yaml", "-n", "--quiet", "rules")
-    assert planned_jobs(dry.stdout + dry.stderr) == {
-        "predict_shard": 6,
-        "predict": 2,
-        "segment": 2,
-        "evaluate": 1,
-        "report": 1,
-        "all": 1,
-    }
+    assert planned_jobs(dry.stdout + dry.stderr) == {**expected, "predict_shard": 5}
     run = snakemake(work, "--configfile", "sharded.yaml")
     assert run.returncode == 0, run.stderr[-4000:]
     for v in ("tiny_validation", "tiny_volume"):
@@ -86,6 +86,31 @@ def test_sharded_prediction_scatters_gathers_and_matches(pipeline, tmp_path):
         sharded = open_image(work / "results" / name).array[:]
         assert np.array_equal(sharded, open_image(pipeline / "results" / name).array[:])
     assert not list((work / "results").rglob("*.partial")) and not list((work / "results").rglob("*.done"))
+
+
+def test_a_zarr_volume_is_segmented_in_place(pipeline, tmp_path):
+    import tifffile
+    import zarr
+
+    work = tmp_path / "copy"
+    shutil.copytree(pipeline, work, symlinks=True)
+    voxels = tifffile.imread(work / "results" / "synthetic" / "volume-images.tif")
+    zarr.create_array(str(work / "em.zarr"), data=voxels, chunks=(1, 50, 60))
+    config = yaml.safe_load((work / "tiny.yaml").read_text())
+    config["datasets"]["em"] = {"images": "em.zarr", "voxel_size": [50, 4, 4]}
+    config["experiments"]["tiny"]["predict_on"].append("em")
+    (work / "inplace.yaml").write_text(yaml.safe_dump(config))
+    dry = snakemake(work, "--configfile", "inplace.yaml", "-n", "--quiet", "rules")
+    assert planned_jobs(dry.stdout + dry.stderr) == {"ingest": 1, "predict": 1, "segment": 1, "all": 1}
+    run = snakemake(work, "--configfile", "inplace.yaml")
+    assert run.returncode == 0, run.stderr[-4000:]
+    r = work / "results"
+    reference = r / "data" / "em" / "images.ome.zarr"
+    assert not list(reference.glob("*/c"))  # a reference: no array, no chunk copied
+    for kind in ("probabilities", "segmentation"):
+        in_place = open_image(r / "tiny" / "em" / f"{kind}.ome.zarr").array[:]
+        ingested = open_image(r / "tiny" / "tiny_volume" / f"{kind}.ome.zarr").array[:]
+        np.testing.assert_allclose(np.asarray(in_place, np.float32), np.asarray(ingested, np.float32), atol=2e-3)
 
 
 def test_bad_config_is_refused_with_the_setting_named(tmp_path):

@@ -1,6 +1,10 @@
 """Block geometry for chunked processing, named as daisy does: each block has a write region (the output
-it owns, exactly one output chunk so parallel writers never share a chunk) and a read region (the write
-region grown by the model's context; may extend past the volume, where it is filled by mirroring).
+it owns, exactly one output chunk) and a read region (the write region grown by the model's context; may extend
+past the volume, where it is filled by mirroring).
+
+Blocks are written in groups, one group per file of the output (a zarr v3 shard): a task computes a group's
+blocks, writes the group in one step and records it, so parallel writers never share a file and a terabyte is
+thousands of files, not millions.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from unetflow.store import partial_path, remove, set_attrs
 
 Region = tuple[slice, ...]
 log = logging.getLogger(__name__)
-DONE_DIR = ".unetflow_blocks"  # inside a partial store: one empty file per finished block
+DONE_DIR = ".unetflow_blocks"  # inside a partial store: one empty file per finished group of blocks
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,42 @@ def block_grid(
     return BlockGrid(*(tuple(int(v) for v in a) for a in (shape, block_shape, context_before, read_shape)))
 
 
+def group_shape(
+    block: Sequence[int], extent: Sequence[int], voxel_bytes: float, target_bytes: float
+) -> tuple[int, ...]:
+    """The shape of a group of whole blocks that is written as one file: y and x doubled in turn, then z, while
+    the group holds at most `target_bytes` (at `voxel_bytes` per voxel) and does not outgrow the volume's
+    `extent` (rounded up to whole blocks). At least one block."""
+    block = tuple(int(b) for b in block)
+    limit = tuple(-(-int(e) // b) for e, b in zip(extent, block, strict=True))  # blocks per axis
+    counts = [1] * len(block)
+
+    def grown(axis: int) -> list[int] | None:
+        trial = list(counts)
+        trial[axis] = min(2 * counts[axis], limit[axis])
+        voxels = np.prod([n * b for n, b in zip(trial, block, strict=True)], dtype=np.float64)
+        return trial if trial[axis] > counts[axis] and voxels * voxel_bytes <= target_bytes else None
+
+    while True:
+        # The narrower of y and x first (x on a tie), the leading axis only once neither can grow.
+        candidates = [a for a in range(1, len(block)) if grown(a)] or [a for a in (0,) if grown(a)]
+        if not candidates:
+            break
+        axis = min(candidates, key=lambda a: (counts[a] * block[a], -a))
+        counts = grown(axis) or counts
+    return tuple(n * b for n, b in zip(counts, block, strict=True))
+
+
+def blocks_of_group(blocks: BlockGrid, group: Block) -> list[tuple[int, ...]]:
+    """Grid indices of the blocks inside a group's write region (groups are whole multiples of blocks)."""
+    import itertools
+
+    ranges = []
+    for w, b, c in zip(group.write, blocks.block_shape, blocks.counts, strict=True):
+        ranges.append(range(w.start // b, min(-(-w.stop // b), c)))
+    return list(itertools.product(*ranges))
+
+
 def shard(blocks: Sequence[Block], i: int, n: int) -> Sequence[Block]:
     """The deterministic i-th of n interleaved subsets of `blocks` (0 <= i < n), lazily: the k-th block of the
     subset is computed when it is asked for."""
@@ -144,8 +184,8 @@ def read_mirrored(array, region: Region) -> np.ndarray:
     return data[np.ix_(*folds)]
 
 
-# The record of finished blocks: one empty file per block inside the partial store, written after the block's
-# chunk, so a block is recorded only once its data is on disk.
+# The record of finished work: one empty file per group of blocks (per output file) inside the partial store,
+# written after the group's data, so a group is recorded only once its data is on disk.
 def block_key(index: Sequence[int]) -> str:
     return ".".join(map(str, index))
 
@@ -220,11 +260,13 @@ def open_partial(store: Path, fingerprint: str, create: Callable[[Path], None]) 
     raise RuntimeError(f"{store}: could not create or reuse the partial output")
 
 
-def chunk_grid(store: Path, leading_axes: int = 0) -> BlockGrid:
-    """The grid of a store's array "0" chunks (after `leading_axes` such as channels): one block per chunk."""
+def file_grid(store: Path, leading_axes: int = 0) -> BlockGrid:
+    """The grid of a store's array "0" files (after `leading_axes` such as channels): its zarr shards, or its
+    chunks where it is not sharded. Records of finished work are kept per file."""
     array = zarr.open_group(str(store), mode="r")["0"]
-    shape, chunks = array.shape[leading_axes:], array.chunks[leading_axes:]
-    return block_grid(shape, chunks, (0,) * len(shape), chunks)
+    unit = array.shards or array.chunks
+    shape, unit = array.shape[leading_axes:], unit[leading_axes:]
+    return block_grid(shape, unit, (0,) * len(shape), unit)
 
 
 def first_missing(store: Path, grid: BlockGrid) -> tuple[int, ...] | None:
@@ -244,17 +286,18 @@ def first_missing(store: Path, grid: BlockGrid) -> tuple[int, ...] | None:
 
 
 def finish_partial(out: str | Path, leading_axes: int = 0) -> Path:
-    """Check that every block of `<out>.partial` is recorded, mark it complete and move it to `out`."""
+    """Check that every file (group of blocks) of `<out>.partial` is recorded, mark it complete and move it to
+    `out`: the gather step reads one folder of records at a time, whatever the volume's size."""
     out = Path(out)
     store = partial_path(out)
     if not store.is_dir():
         raise FileNotFoundError(f"{store}: no partial output to finish (run the jobs that compute its blocks first)")
-    grid = chunk_grid(store, leading_axes)
+    grid = file_grid(store, leading_axes)
     missing = len(grid) - count_done(store)
     if missing:
         example = first_missing(store, grid)
         raise RuntimeError(
-            f"{store}: {missing} blocks are not done yet (e.g. {block_key(example or ())}); "
+            f"{store}: {missing} files are not done yet (e.g. {block_key(example or ())}); "
             "re-run the jobs (shards) that did not finish"
         )
     set_attrs(store, {"complete": True})

@@ -87,20 +87,31 @@ def create_image(
     unit: str = "nanometer",
     attrs: dict[str, Any] | None = None,
     fill_value: Any = 0,
+    shards: Sequence[int] | None = None,
 ) -> zarr.Array:
-    """Create an empty OME-Zarr image at `path` (overwriting) and return its writable full-resolution array."""
+    """Create an empty OME-Zarr image at `path` (overwriting) and return its writable full-resolution array.
+
+    With `shards` (whole multiples of `chunks`), chunks are stored in zarr v3 shards of that shape, one file
+    each: a writer must then write whole shards, one writer per shard."""
     if len(axes) != len(shape) or len(chunks) != len(shape):
         raise ValueError(f"axes {axes!r}, shape {tuple(shape)} and chunks {tuple(chunks)} disagree")
     spatial = sum(a != "c" for a in axes)
     voxel_size = tuple(voxel_size) if voxel_size is not None else (1.0,) * spatial
-    chunks = tuple(max(1, min(int(c), int(s))) for c, s in zip(chunks, shape, strict=True))
+    if shards is not None:
+        if any(int(f) % int(c) for f, c in zip(shards, chunks, strict=True)):
+            raise ValueError(f"shards {tuple(shards)} must be whole multiples of chunks {tuple(chunks)}")
+        if tuple(int(f) for f in shards) == tuple(int(c) for c in chunks):
+            shards = None  # one chunk per file: plain chunks are the same layout without a shard index
+    if shards is None:
+        chunks = tuple(max(1, min(int(c), int(s))) for c, s in zip(chunks, shape, strict=True))
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     group.attrs["ome"] = ome_attributes(axes, voxel_size, unit, name=Path(path).name)
     group.attrs["unetflow"] = attrs or {}
     return group.create_array(
         "0",
         shape=tuple(int(s) for s in shape),
-        chunks=chunks,
+        chunks=tuple(int(c) for c in chunks),
+        shards=tuple(int(f) for f in shards) if shards is not None else None,
         dtype=dtype,
         fill_value=fill_value,
         dimension_names=list(axes),
@@ -193,11 +204,34 @@ def _unetflow_attributes(path: Path) -> dict[str, Any]:
         return {}
 
 
+def is_remote(path: str | Path) -> bool:
+    """A URL (https://, s3://, ...) that zarr reads through fsspec, not a local path."""
+    return "://" in str(path)
+
+
+def is_zarr_source(path: str | Path) -> bool:
+    """Whether a dataset's source is a zarr store (used in place) rather than TIFF (ingested): a name ending in
+    `.zarr` (OME-Zarr or plain zarr, local or a URL)."""
+    return str(path).rstrip("/").lower().endswith(".zarr")
+
+
+def _open_remote(url: str) -> Image:
+    try:
+        node = zarr.open(store=url, mode="r")
+    except Exception as exc:
+        raise ValueError(f"{url}: cannot open as a zarr store ({type(exc).__name__}: {exc})") from exc
+    return _image_of(node, url)
+
+
 def open_image(path: str | Path) -> Image:
-    """Open an OME-Zarr image, a plain zarr array or a TIFF, lazily (nothing is read whole).
+    """Open an OME-Zarr image (0.4 or 0.5), a plain zarr array or a TIFF, lazily (nothing is read whole); a URL
+    where zarr reads it.
 
     An output still being built (a `.partial` name, or a store of unetflow's with a provenance record but no
-    `complete` mark) is refused; a complete one of unetflow's is read strictly (see `_CompleteStore`)."""
+    `complete` mark) is refused; a complete one of unetflow's is read strictly (see `_CompleteStore`). A
+    reference store (`reference`, made by `unetflow ingest --in-place`) reads the store it names, in place."""
+    if is_remote(path):
+        return _open_remote(str(path))
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
@@ -208,28 +242,90 @@ def open_image(path: str | Path) -> Image:
     ours = _unetflow_attributes(path)
     if ours.get("provenance") and ours.get("complete") is not True:
         raise ValueError(f"{path}: an unfinished output (no 'complete' mark); re-run the stage that writes it")
+    if ours.get("reference"):
+        return _referenced(path, ours)
     try:
         store = _CompleteStore(path, read_only=True) if ours.get("complete") is True else str(path)
         node = zarr.open(store=store, mode="r")
     except Exception as exc:  # zarr raises several types for "not a store"
         raise ValueError(f"{path}: not a zarr store or TIFF file ({exc})") from exc
+    return _image_of(node, path)
+
+
+def _image_of(node: Any, path: str | Path) -> Image:
+    """The Image of an opened zarr node: a plain array, or the full resolution of an OME-Zarr 0.4/0.5 group."""
     if isinstance(node, zarr.Array):
         axes = "zyx"[-node.ndim :] if node.ndim <= 3 else "czyx"
-        return Image(node, axes, (1.0,) * sum(a != "c" for a in axes), path=path)
-    ome = node.attrs.get("ome")
-    if not ome or "multiscales" not in ome:
+        return Image(node, axes, (1.0,) * sum(a != "c" for a in axes), path=Path(str(path)))
+    attrs = node.attrs
+    ome = attrs.get("ome") or ({"multiscales": attrs["multiscales"]} if "multiscales" in attrs else None)
+    if not ome or not ome.get("multiscales"):
         raise ValueError(f"{path}: zarr group without OME-Zarr 'multiscales' metadata")
     ms = ome["multiscales"][0]
-    axes = "".join(a["name"] for a in ms["axes"])
+    named = [a if isinstance(a, dict) else {"name": a} for a in ms.get("axes", [])]
     dataset = ms["datasets"][0]
+    try:
+        array = node[dataset["path"]]
+    except KeyError as exc:
+        raise ValueError(f"{path}: its multiscale names the array {dataset['path']!r}, which is not there") from exc
+    if not named:  # OME-Zarr before 0.3 named no axes
+        named = [{"name": a} for a in "tczyx"[-array.ndim :]]
+    axes = "".join(a["name"] for a in named)
     scale = next(
         (t["scale"] for t in dataset.get("coordinateTransformations", []) if t["type"] == "scale"),
         [1.0] * len(axes),
     )
-    voxel = tuple(float(s) for s, a in zip(scale, axes, strict=True) if a != "c")
-    unit = next((a.get("unit", "nanometer") for a in ms["axes"] if a["name"] != "c"), "nanometer")
-    array = _NamedReads(node[dataset["path"]], path)
-    return Image(array, axes, voxel, unit, dict(node.attrs.get("unetflow", {})), path)
+    voxel = tuple(float(s) for s, a in zip(scale, axes, strict=True) if a in "zyx")
+    unit = next((a.get("unit", "nanometer") for a in named if a["name"] in "zyx"), "nanometer")
+    array = _NamedReads(array, Path(str(path)))
+    image = Image(array, axes, voxel, unit, dict(attrs.get("unetflow", {})), Path(str(path)))
+    return _drop_singleton_axes(image)
+
+
+def _drop_singleton_axes(image: Image) -> Image:
+    """An image with time or channel axes of length 1 (t, c of a `tczyx` OME-Zarr) viewed without them."""
+    drop = [i for i, a in enumerate(image.axes) if a not in "zyx" and image.shape[i] == 1 and a != "c"]
+    drop += [i for i, a in enumerate(image.axes) if a == "c" and image.shape[i] == 1 and len(image.axes) > 4]
+    if not drop:
+        return image
+    axes = "".join(a for i, a in enumerate(image.axes) if i not in drop)
+    return Image(_Taken(image.array, tuple(sorted(drop))), axes, image.voxel_size, image.unit, image.attrs, image.path)
+
+
+class _Taken:
+    """Index an array as if its axes `drop` (each of length 1) were not there."""
+
+    def __init__(self, array: Any, drop: tuple[int, ...]):
+        self._a, self._drop = array, drop
+        self.shape = tuple(s for i, s in enumerate(array.shape) if i not in drop)
+        self.dtype = array.dtype
+        self.ndim = len(self.shape)
+        self.chunks = tuple(c for i, c in enumerate(getattr(array, "chunks", array.shape)) if i not in drop)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if Ellipsis in key:
+            key = (slice(None),) * self.ndim
+        key = list(key) + [slice(None)] * (self.ndim - len(key))
+        full = []
+        for i in range(self.ndim + len(self._drop)):
+            full.append(0 if i in self._drop else key.pop(0))
+        return np.asarray(self._a[tuple(full)])
+
+
+def _referenced(path: Path, ours: dict[str, Any]) -> Image:
+    """A reference store: unetflow's record (fingerprint, intensity statistics) of a store read in place."""
+    if ours.get("complete") is not True:
+        raise ValueError(f"{path}: an unfinished output (no 'complete' mark); re-run the stage that writes it")
+    target = ours["reference"]
+    source = open_image(target)
+    if source.axes != "zyx" and source.axes != "yx":
+        raise ValueError(f"{target}: expected a zyx volume (or a yx slice), got axes {source.axes!r}")
+    if ours.get("z_range"):
+        source = z_window(as_zyx(source), ours["z_range"])
+    attrs = {**source.attrs, **ours}
+    voxel = tuple(float(v) for v in ours.get("voxel_size", source.voxel_size))[-len(source.voxel_size) :]
+    return Image(source.array, source.axes, voxel, ours.get("unit", source.unit), attrs, path)
 
 
 def as_zyx(image: Image) -> Image:
@@ -271,6 +367,7 @@ class _ZWindow:
         self.shape = (stop - start, *array.shape[1:])
         self.dtype = array.dtype
         self.ndim = 3
+        self.chunks = getattr(array, "chunks", None)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)

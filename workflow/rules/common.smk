@@ -1,4 +1,6 @@
+import functools
 import json
+import math
 import os
 import shlex
 import sys
@@ -18,8 +20,10 @@ shell.prefix(_PREFIX)
 # The package's settings (defaults, checks, which stage each setting changes) and provenance (code versions):
 # both import only the standard library, PyYAML and jsonschema.
 sys.path.insert(0, SRC)
+from unetflow.folds import Fold
 from unetflow.provenance import digest, stage_code
 from unetflow.settings import check, model_changing, result_settings
+from unetflow.store import is_remote
 
 RESULTS = config["results"]
 ENV = "../../envs/unetflow.yaml"
@@ -247,9 +251,41 @@ def predict_fold(wildcards):
     return ["--fold", f"{fold[0]}/{fold[1]}"]
 
 
+@functools.cache
+def dataset_shape(name):
+    """(z, y, x) of a dataset's images as ingested, from its source's headers; None while the source is yet to
+    be made by a rule of the workflow (the synthetic data)."""
+    from unetflow.stages.ingest import source_shape
+
+    try:
+        shape = source_shape(source_path(dataset(name)["images"]))
+    except FileNotFoundError:
+        return None
+    z_range = dataset(name)["z_range"]
+    return (z_range[1] - z_range[0], *shape[1:]) if z_range else shape
+
+
+def predicted_voxels(run, volume):
+    """Voxels a run predicts of a volume (a fold's held-out slices of a pool dataset); None if not known yet."""
+    shape = dataset_shape(volume)
+    if shape is None:
+        return None
+    fold = fold_of(run)
+    z = shape[0]
+    if fold is not None and volume in pool(experiment_of(run)):
+        start, stop = Fold(*fold).held_out(z)
+        z = stop - start
+    return z * shape[1] * shape[2]
+
+
 def shards(wildcards):
-    """Prediction jobs per volume of a run."""
-    return experiment_of(wildcards.run)["predict"]["shards"]
+    """Prediction jobs per volume of a run: `predict.shards`, or with 0 one per `predict.shard_mvoxels` of the
+    volume (one job where its size is not known when the workflow is planned)."""
+    p = experiment_of(wildcards.run)["predict"]
+    if p["shards"]:
+        return p["shards"]
+    voxels = predicted_voxels(wildcards.run, wildcards.volume)
+    return max(1, math.ceil((voxels or 0) / (p["shard_mvoxels"] * 1e6)))
 
 
 def predict_job(wildcards):
@@ -296,12 +332,19 @@ def all_outputs():
     return list(dict.fromkeys(outputs))
 
 
-def ingest_source(wildcards):
+def ingest_path(wildcards):
+    """What ingest reads: a TIFF source, or a zarr store to copy (labels) or to use in place (images)."""
     d = dataset(wildcards.dataset)
     key = "labels" if wildcards.kind == "labels" else "images"
     if d[key] is None:
         raise ValueError(f"config: dataset {wildcards.dataset!r} has no {key!r}")
     return source_path(d[key])
+
+
+def ingest_source(wildcards):
+    """The source as an input file of the ingest job; a URL is no file (its fingerprint names it instead)."""
+    path = ingest_path(wildcards)
+    return [] if is_remote(path) else path
 
 
 def ingest_options(wildcards):

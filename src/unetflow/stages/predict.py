@@ -1,10 +1,11 @@
 """Predict: class probabilities of a volume (OME-Zarr, zarr or TIFF, read lazily) into OME-Zarr, block by block.
 
-One dask task per output block: it reads its mirrored input window straight from the source, runs the model
-on the block's slices (2D model) or volume (3D model), writes exactly its own output chunk, then records the
-block as done. The output is built in `<out>.partial`, which carries a fingerprint of everything that changes
-the result: a killed run (or another shard of the same run) picks up the blocks not yet recorded, and the
-store moves to `<out>` only once every block is done.
+One dask task per output file (a zarr v3 shard holding a group of blocks, `predict.file_mb`): for each of its
+blocks it reads the mirrored input window straight from the source and runs the model on the block's slices
+(2D model) or volume (3D model); then it writes the group in one step and records it as done. The output is
+built in `<out>.partial`, which carries a fingerprint of everything that changes the result: a killed run (or
+another shard of the same run) picks up the groups not yet recorded, and the store moves to `<out>` only once
+every group is done.
 """
 
 from __future__ import annotations
@@ -21,10 +22,19 @@ import numpy as np
 import torch
 import zarr
 
-from unetflow.blocks import finish_partial, is_done, open_partial, record_done
+from unetflow.blocks import (
+    BlockGrid,
+    block_grid,
+    blocks_of_group,
+    finish_partial,
+    group_shape,
+    is_done,
+    open_partial,
+    record_done,
+)
 from unetflow.blocks import shard as shard_blocks
 from unetflow.executor import SchedulerSpec, run_tasks
-from unetflow.experiment import Fold
+from unetflow.folds import Fold
 from unetflow.inference.budget import auto_block
 from unetflow.inference.inferer import TileInferer, infer_block
 from unetflow.inference.tiling import BlockPlan, plan_blocks
@@ -59,6 +69,7 @@ class PredictJob:
     out: str
     block: tuple[int, int, int]
     dtype: str = _D["dtype"]
+    file_mb: float = _D["file_mb"]
     tta: bool = _D["tta"]
     batch_size: int = _D["batch_size"]
     device: str = _D["device"]
@@ -68,6 +79,8 @@ class PredictJob:
     z_range: tuple[int, int] | None = None
     # The output's fingerprint, once known: a worker built for other inputs is never reused.
     fingerprint: str = ""
+    # The group of blocks written as one file, once resolved (whole blocks per axis).
+    group: tuple[int, int, int] | None = None
 
     @property
     def store(self) -> Path:
@@ -93,7 +106,20 @@ class PredictJob:
             z_range = Fold(*fold).held_out(as_zyx(open_image(source)).shape[0])
         block = tuple(int(b) for b in p["block"])
         batch = batch_size or p["batch_size"]
-        return cls(model, source, out, block, p["dtype"], p["tta"], batch, device, threads, p["precision"], z_range)
+        return cls(
+            model,
+            source,
+            out,
+            block,
+            p["dtype"],
+            p["file_mb"],
+            p["tta"],
+            batch,
+            device,
+            threads,
+            p["precision"],
+            z_range,
+        )
 
 
 @dataclass
@@ -103,6 +129,7 @@ class _Worker:
     inferer: TileInferer
     image: Image
     plan: BlockPlan
+    groups: BlockGrid
     stats: Any
     target: zarr.Array
 
@@ -142,26 +169,39 @@ def _worker(job: PredictJob) -> _Worker:
                 TileInferer(model, device, job.batch_size, job.precision, job.tta),
                 image,
                 plan,
+                file_groups(image.shape, job),
                 image_stats(image),
                 target,
             )
         return _workers[job]
 
 
-def process_block(job: PredictJob, index: tuple[int, ...]) -> int:
-    """Compute, write and record one block; returns its number of voxels."""
+def file_groups(shape: Sequence[int], job: PredictJob) -> BlockGrid:
+    """The groups of blocks of a resolved job, one per output file."""
+    assert job.group is not None, "resolve the job first (resolve_job)"
+    return block_grid(shape, job.group, (0, 0, 0), job.group)
+
+
+def process_group(job: PredictJob, index: tuple[int, ...]) -> int:
+    """Compute the blocks of one group, write it as one file and record it; returns its number of voxels."""
     w = _worker(job)
-    block = w.plan.blocks.block(index)
-    try:
-        probs = infer_block(w.inferer, w.image.array, block, w.plan, w.stats)
-    except ValueError as exc:
-        if str(job.source) in str(exc):  # the reader named the source already (a missing or corrupt chunk)
-            raise
-        raise ValueError(f"{job.source}: {exc}") from exc
-    w.target[(slice(None), *block.write)] = encode_probabilities(probs, job.dtype)
+    group = w.groups.block(index)
+    origin = [r.start for r in group.write]
+    out = np.empty((w.target.shape[0], *(r.stop - r.start for r in group.write)), dtype=job.dtype)
+    for block_index in blocks_of_group(w.plan.blocks, group):
+        block = w.plan.blocks.block(block_index)
+        try:
+            probs = infer_block(w.inferer, w.image.array, block, w.plan, w.stats)
+        except ValueError as exc:
+            if str(job.source) in str(exc):  # the reader named the source already (a missing or corrupt chunk)
+                raise
+            raise ValueError(f"{job.source}: {exc}") from exc
+        inside = tuple(slice(r.start - o, r.stop - o) for r, o in zip(block.write, origin, strict=True))
+        out[(slice(None), *inside)] = encode_probabilities(probs, job.dtype)
+        release_free_memory()
+    w.target[(slice(None), *group.write)] = out
     record_done(job.store, index)
-    release_free_memory()
-    return int(np.prod(probs.shape[1:]))
+    return int(np.prod(out.shape[1:]))
 
 
 def _source(job: PredictJob) -> Image:
@@ -177,6 +217,7 @@ def provenance(job: PredictJob, shape: Sequence[int]) -> dict[str, Any]:
     settings = {
         "shape": list(shape),
         "block": list(job.block),
+        "group": list(job.group or ()),
         "dtype": job.dtype,
         "tta": job.tta,
         "precision": job.precision,
@@ -189,22 +230,23 @@ def prepare_store(job: PredictJob, shape: tuple[int, ...], image: Image, attrs: 
     """Make `job.store` hold an output for the provenance record in `attrs`; True if an existing one is resumed."""
 
     def create(fresh: Path) -> None:
-        chunks = (shape[0], *job.block)
-        create_image(fresh, shape, job.dtype, chunks, "czyx", image.voxel_size, image.unit, attrs=attrs)
+        chunks, files = (shape[0], *job.block), (shape[0], *(job.group or job.block))
+        create_image(fresh, shape, job.dtype, chunks, "czyx", image.voxel_size, image.unit, attrs=attrs, shards=files)
 
     return open_partial(job.store, attrs[RECORD_KEY]["fingerprint"], create)
 
 
 def finalize(out: str | Path) -> Path:
-    """Check that every block of `<out>.partial` is done, then move it to `out` (the gather step of shards)."""
+    """Check that every file of `<out>.partial` is done, then move it to `out` (the gather step of shards)."""
     return finish_partial(out, leading_axes=1)
 
 
 def resolve_job(
     job: PredictJob, memory_mb: float | None = None
 ) -> tuple[PredictJob, Image, torch.nn.Module, BlockPlan, torch.device]:
-    """Validate the job against its source and model; fill in an automatic block size (zeros in `block`) and the
-    precision `auto` stands for on this device (so that a resumed output never mixes precisions)."""
+    """Validate the job against its source and model; fill in an automatic block size (zeros in `block`), the
+    group of blocks per output file, and the precision `auto` stands for on this device (so that a resumed output
+    never mixes precisions)."""
     check("predict", {"dtype": job.dtype, "precision": job.precision, "batch_size": job.batch_size})
     image = _source(job)
     device = select_device(job.device)
@@ -222,7 +264,9 @@ def resolve_job(
     block = tuple(min(b, s) if a < 3 - dims else b for a, (b, s) in enumerate(zip(block, image.shape, strict=True)))
     # refuses blocks off the pooling grid
     plan = plan_blocks(image.shape, block, model.geometries, dims, model.config.slice_context)
-    return replace(job, block=block, precision=precision), image, model, plan, device
+    voxel_bytes = model.config.classes * np.dtype(job.dtype).itemsize
+    group = group_shape(block, image.shape, voxel_bytes, job.file_mb * 2**20)
+    return replace(job, block=block, group=group, precision=precision), image, model, plan, device
 
 
 def predict_volume(
@@ -241,17 +285,18 @@ def predict_volume(
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """What one job (shard i of n) is to do: the resolved job, its blocks still to compute, their device."""
+    """What one job (shard i of n) is to do: the resolved job, its groups of blocks (files) still to compute,
+    their device."""
 
     job: PredictJob
     pending: list[tuple[int, ...]]
-    blocks: int  # the shard's blocks, done or not
+    groups: int  # the shard's groups, done or not
     device: torch.device
 
 
 def plan_shard(job: PredictJob, shard: tuple[int, int] = (0, 1), memory_mb: float | None = None) -> ShardPlan:
-    """Resolve the job, create or reuse its partial output, and find the shard's blocks not yet recorded; costs
-    what the shard costs, not what the volume does (blocks are computed from their numbers)."""
+    """Resolve the job, create or reuse its partial output, and find the shard's groups not yet recorded; costs
+    what the shard costs, not what the volume does (groups are computed from their numbers)."""
     job, image, model, plan, device = resolve_job(job, memory_mb)
     classes = model.config.classes
     attrs = {
@@ -262,6 +307,7 @@ def plan_shard(job: PredictJob, shard: tuple[int, int] = (0, 1), memory_mb: floa
         "context": [g.context for g in model.geometries],
         "model_dims": model.config.dims,
         "block": list(job.block),
+        "group": list(job.group or ()),
         "tta": job.tta,
         "precision": job.precision,
         "z_range": list(job.z_range) if job.z_range is not None else None,
@@ -269,21 +315,25 @@ def plan_shard(job: PredictJob, shard: tuple[int, int] = (0, 1), memory_mb: floa
     attrs[RECORD_KEY] = provenance(job, image.shape)
     job = replace(job, fingerprint=attrs[RECORD_KEY]["fingerprint"])
     resumed = prepare_store(job, (classes, *image.shape), image, attrs)
-    mine = shard_blocks(plan.blocks, *shard)
-    pending = [b.index for b in mine if not is_done(job.store, b.index)]
+    mine = shard_blocks(file_groups(image.shape, job), *shard)
+    pending = [g.index for g in mine if not is_done(job.store, g.index)]
     if resumed:
-        log.info("resuming %s: %d of %d blocks already done", job.store, len(mine) - len(pending), len(mine))
+        log.info("resuming %s: %d of %d files already done", job.store, len(mine) - len(pending), len(mine))
     return ShardPlan(job, pending, len(mine), device)
 
 
 def _predict(job: PredictJob, scheduler: SchedulerSpec | None, shard: tuple[int, int], memory_mb: float | None) -> Path:
     planned = plan_shard(job, shard, memory_mb)
     job, pending = planned.job, planned.pending
-    print(f"predict: {len(pending)} of {planned.blocks} blocks to compute (block {list(job.block)})", flush=True)
+    print(
+        f"predict: {len(pending)} of {planned.groups} files to compute (block {list(job.block)}, "
+        f"{list(job.group or ())} per file)",
+        flush=True,
+    )
     started = time.perf_counter()
     try:
         gpu = planned.device.type == "cuda"
-        voxels = run_tasks(process_block, job, pending, scheduler or SchedulerSpec(), gpu=gpu)
+        voxels = run_tasks(process_group, job, pending, scheduler or SchedulerSpec(), gpu=gpu)
     finally:
         with _workers_lock:  # this process's worker (threads scheduler) is done with the job
             _workers.pop(job, None)
