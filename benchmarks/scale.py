@@ -7,7 +7,9 @@ Builds sparse logical volumes (plain zarr, metadata only: every chunk absent, re
   fingerprint and intensity statistics from a sample of chunks);
 - predict: plans shard 0 of the volume's automatic number of jobs (`predict.shard_mvoxels`) exactly as
   `unetflow predict --shard 0/N` does (resolve the job, create or reuse the partial output, find the shard's
-  pending files), then computes, writes and records its first file (a zarr shard of blocks).
+  pending files), then computes, writes and records its first file (a zarr shard of blocks);
+- segment: the first labelling job (`unetflow segment --phase label --shard 0/N`) on a finished probability store
+  of the same size (64 MiB files, only the first written), to its first labelled unit.
 
 Prints per stage and size the peak RSS, the time to the first finished unit, voxels per second, the number of jobs
 and of output files, and the ratio 1 TB / 0.1 TB; then times `snakemake -n` for the whole pipeline with the 1 TB
@@ -73,6 +75,36 @@ def predict_job(volume: str, model: str, out: str, block: list[int]) -> dict:
     }
 
 
+def segment_job(probabilities: str, out: str) -> dict:
+    """Shard 0 of a volume's automatic number of labelling jobs (`segment.shard_mvoxels`), to its first unit."""
+    from unetflow.settings import defaults
+    from unetflow.stages import segment
+    from unetflow.store import open_image
+
+    shape = open_image(probabilities).shape[1:]
+    jobs = max(1, math.ceil(math.prod(shape) / (defaults("segment")["shard_mvoxels"] * 1e6)))
+    started = time.perf_counter()
+    job = segment.SegmentJob(probabilities, out)
+    segment.label(job, (0, jobs), limit=1)
+    first = time.perf_counter()
+    return {"jobs": jobs, "first unit s": round(first - started, 3), "peak RSS MiB": peak_mib()}
+
+
+def sparse_probabilities(path: Path, shape: tuple[int, ...]) -> None:
+    """A finished probability store of `shape` (float16, 64 MiB files of 16 x 16 blocks of 256 x 256) with only its
+    first file written: what the first labelling unit of shard 0 reads."""
+    import numpy as np
+
+    from unetflow.provenance import RECORD_KEY, make_record
+    from unetflow.store import create_image
+
+    attrs = {"kind": "probabilities", "model_dims": 2, "complete": True}
+    attrs[RECORD_KEY] = make_record({"sparse": str(path)}, {}, "benchmark")
+    array = create_image(path, (2, *shape), np.float16, (2, 1, 256, 256), "czyx", attrs=attrs, shards=(2, 1, 4096, 4096))
+    cells = (np.random.default_rng(0).random((1, 4096, 4096)) > 0.3).astype(np.float16)
+    array.with_config({"write_empty_chunks": True})[:, 0:1, 0:4096, 0:4096] = np.stack([1 - cells, cells])
+
+
 def dry_run(root: Path, volume: Path, shards: int) -> tuple[float, int]:
     """`snakemake -n` of the embedded pipeline with `volume` as one more dataset to segment."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -98,7 +130,12 @@ def main() -> None:
     a = parser.parse_args()
     if a.job:
         stage, *args = a.job
-        figures = ingest_job(*args) if stage == "ingest" else predict_job(*args[:3], json.loads(args[3]))
+        if stage == "ingest":
+            figures = ingest_job(*args)
+        elif stage == "segment":
+            figures = segment_job(*args)
+        else:
+            figures = predict_job(*args[:3], json.loads(args[3]))
         print(json.dumps(figures))
         return
 
@@ -115,7 +152,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = root / "model.pt"
     save_checkpoint(model, UNet(UNetConfig(base_width=4, levels=3, dropout=0)))
-    rows: dict[str, dict[str, dict]] = {"ingest (in place)": {}, "predict": {}}
+    rows: dict[str, dict[str, dict]] = {"ingest (in place)": {}, "predict": {}, "segment (label)": {}}
     volumes = {}
     for name, shape in SIZES.items():
         tag = name.replace(" ", "")
@@ -126,6 +163,8 @@ def main() -> None:
             "predict": ["predict", str(root / f"{tag}-ref.ome.zarr"), str(model), str(root / f"{tag}-p.ome.zarr")],
         }
         stages["predict"].append(json.dumps(a.block))
+        sparse_probabilities(root / f"{tag}-probabilities.ome.zarr", shape)
+        stages["segment (label)"] = ["segment", str(root / f"{tag}-probabilities.ome.zarr"), str(root / f"{tag}-s.ome.zarr")]
         for stage, args in stages.items():
             run = subprocess.run([sys.executable, __file__, "--job", *args], capture_output=True, text=True)
             if run.returncode:

@@ -217,9 +217,12 @@ def test_a_changed_stage_code_reruns_that_stage_and_what_follows(pipeline, tmp_p
         return set(planned_jobs(run.stdout + run.stderr)) - {"all"}
 
     assert planned() == set()
-    segment.write_text(original.replace('"""Voxels per id', '"""Voxels of each id') + "\n# a comment\n")
+    assert '"""Every step in this process' in original and "done += 1\n" in original
+    segment.write_text(
+        original.replace('"""Every step in this process', '"""All steps in this process') + "\n# a comment\n"
+    )
     assert planned() == set(), "docstrings and comments are not code"
-    segment.write_text(original.replace("if i:\n", "if i != 0:\n"))
+    segment.write_text(original.replace("done += 1\n", "done = done + 1\n", 1))
     assert planned() == DOWNSTREAM["segment"]
     segment.write_text(original)
     trainer = checkout / "src" / "unetflow" / "training" / "trainer.py"

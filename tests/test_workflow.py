@@ -75,16 +75,24 @@ def test_sharded_prediction_scatters_gathers_and_matches(pipeline, tmp_path):
     assert planned_jobs(dry.stdout + dry.stderr) == expected
     # Jobs from the volumes' sizes: 2 x 96 x 96 and 2 x 100 x 120 voxels at 10 000 per job are 2 and 3 jobs;
     # files of one 64 x 64 block (two float16 classes, 16 KiB) give each job blocks of its own.
+    # Segmentation likewise, in 2 and 3 jobs per step over those files.
     config["predict"].update(shards=0, shard_mvoxels=0.01, file_mb=0.016)
+    config["segment"] = {"shard_mvoxels": 0.01}
     (work / "sharded.yaml").write_text(yaml.safe_dump(config))
     dry = snakemake(work, "--configfile", "sharded.yaml", "-n", "--quiet", "rules")
-    assert planned_jobs(dry.stdout + dry.stderr) == {**expected, "predict_shard": 5}
+    split = {"predict_shard": 5, "segment_label": 5, "segment_merge": 2, "segment_relabel": 5}
+    assert planned_jobs(dry.stdout + dry.stderr) == {**expected, **split}
     run = snakemake(work, "--configfile", "sharded.yaml")
     assert run.returncode == 0, run.stderr[-4000:]
     for v in ("tiny_validation", "tiny_volume"):
         name = f"tiny/{v}/probabilities.ome.zarr"
         sharded = open_image(work / "results" / name).array[:]
         assert np.array_equal(sharded, open_image(pipeline / "results" / name).array[:])
+        cells = open_image(work / "results" / "tiny" / v / "segmentation.ome.zarr").array[:]
+        whole = open_image(pipeline / "results" / "tiny" / v / "segmentation.ome.zarr").array[:]
+        assert np.array_equal(cells > 0, whole > 0)
+        pairs = np.unique(np.stack([cells[cells > 0], whole[whole > 0]]), axis=1)  # the same cells, renumbered
+        assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
     assert not list((work / "results").rglob("*.partial")) and not list((work / "results").rglob("*.done"))
 
 

@@ -85,10 +85,19 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
 
 def cmd_segment(a: argparse.Namespace) -> None:
-    from unetflow.stages.segment import segment_volume
+    from unetflow.stages import segment
 
-    settings = check("segment", a.settings)
-    segment_volume(a.probabilities, a.out, **settings)
+    job = segment.SegmentJob.from_settings(a.probabilities, a.out, a.settings)
+    if a.phase is None and not a.gather:
+        print(segment.segment_volume(job.probabilities, job.out, **job.settings))
+        return
+    if a.gather:
+        print(segment.gather(job))
+    elif a.phase == "merge":
+        print(f"segment: {segment.merge(job).count} cells")
+    else:
+        step = segment.label if a.phase == "label" else segment.relabel
+        print(f"segment {a.phase}: {step(job, a.shard)} units done")
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -192,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("probabilities")
     s.add_argument("out")
     s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="segment"))
+    s.add_argument(
+        "--phase",
+        choices=["label", "merge", "relabel"],
+        default=None,
+        help="one step of a segmentation split into jobs",
+    )
+    s.add_argument(
+        "--shard", type=_shard, default=(0, 1), help="label or relabel only the i-th of N unit subsets (i/N)"
+    )
+    s.add_argument("--gather", action="store_true", help="check that every unit is relabelled and finish the output")
     s.set_defaults(func=cmd_segment)
 
     s = sub.add_parser("evaluate", help="per-slice metrics against ground truth into CSV")

@@ -31,7 +31,7 @@ def _chunk_labels(mask: da.Array, structure: np.ndarray) -> da.Array:
     return mask.map_blocks(label, dtype=np.int64)
 
 
-def _face_pairs(before: np.ndarray, after: np.ndarray, axis: int, structure: np.ndarray) -> np.ndarray:
+def face_pairs(before: np.ndarray, after: np.ndarray, axis: int, structure: np.ndarray) -> np.ndarray:
     """(id, id) pairs joined across a face: `before` is the last plane of one chunk, `after` the next's first."""
     pairs = []
     center = np.array(structure.shape) // 2
@@ -64,7 +64,7 @@ def label_counted(mask: da.Array, structure: np.ndarray) -> tuple[da.Array, int]
         for edge in np.cumsum(chunks)[:-1]:
             before = local[tuple(slice(edge - 1, edge) if k == axis else slice(None) for k in range(mask.ndim))]
             after = local[tuple(slice(edge, edge + 1) if k == axis else slice(None) for k in range(mask.ndim))]
-            faces.append(dask.delayed(_face_pairs)(before, after, axis, structure))
+            faces.append(dask.delayed(face_pairs)(before, after, axis, structure))
     ids = [dask.delayed(lambda b: np.unique(b[b > 0]))(blk) for blk in local.to_delayed().ravel()]
     ids_found, pairs_found = dask.compute(ids, faces)
     keys = np.unique(np.concatenate([np.zeros(0, np.int64), *ids_found]))

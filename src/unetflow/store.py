@@ -121,6 +121,12 @@ def create_image(
     )
 
 
+def open_writable(path: str | Path) -> zarr.Array:
+    """The full-resolution array of an image being built, to write into: every chunk is written, even one equal to
+    the fill value (zarr does not store that setting, so every writer opens the array this way)."""
+    return zarr.open_group(str(path), mode="r+")["0"].with_config({"write_empty_chunks": True})
+
+
 def _open_tiff(path: Path) -> Image:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]

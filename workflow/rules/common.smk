@@ -278,14 +278,38 @@ def predicted_voxels(run, volume):
     return z * shape[1] * shape[2]
 
 
-def shards(wildcards):
-    """Prediction jobs per volume of a run: `predict.shards`, or with 0 one per `predict.shard_mvoxels` of the
-    volume (one job where its size is not known when the workflow is planned)."""
-    p = experiment_of(wildcards.run)["predict"]
-    if p["shards"]:
-        return p["shards"]
-    voxels = predicted_voxels(wildcards.run, wildcards.volume)
-    return max(1, math.ceil((voxels or 0) / (p["shard_mvoxels"] * 1e6)))
+def jobs_of(stage):
+    """Jobs per volume of a run for a stage split into jobs: `<stage>.shards`, or with 0 one per
+    `<stage>.shard_mvoxels` of the volume (one job where its size is not known when the workflow is planned).
+    """
+
+    def jobs(wildcards):
+        s = experiment_of(wildcards.run)[stage]
+        if s["shards"]:
+            return s["shards"]
+        voxels = predicted_voxels(wildcards.run, wildcards.volume)
+        return max(1, math.ceil((voxels or 0) / (s["shard_mvoxels"] * 1e6)))
+
+    return jobs
+
+
+shards = jobs_of("predict")
+segment_jobs = jobs_of("segment")
+
+
+def segment_steps(step):
+    """The done-markers of one step's jobs of a volume split into `segment.shards` jobs (none for one job)."""
+
+    def steps(wc):
+        n = segment_jobs(wc)
+        if n == 1:
+            return []
+        return expand(
+            results(f"{wc.run}/{wc.volume}/segment_shards/{step}{{shard}}.done"),
+            shard=range(n),
+        )
+
+    return steps
 
 
 def predict_job(wildcards):

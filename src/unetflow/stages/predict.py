@@ -50,6 +50,7 @@ from unetflow.store import (
     encode_probabilities,
     exclusive,
     open_image,
+    open_writable,
     partial_path,
     z_window,
 )
@@ -164,7 +165,7 @@ def _worker(job: PredictJob) -> _Worker:
             model, _ = load_model(job.model, device)
             image = _source(job)
             plan = plan_blocks(image.shape, job.block, model.geometries, model.config.dims, model.config.slice_context)
-            target = zarr.open_group(str(job.store), mode="r+")["0"]
+            target = open_writable(job.store)
             _workers[job] = _Worker(
                 TileInferer(model, device, job.batch_size, job.precision, job.tta),
                 image,

@@ -1,25 +1,41 @@
-"""Segment: threshold the cell probability and label connected components into an instance OME-Zarr, blockwise.
+"""Segment: threshold the cell probability and label connected components into an instance OME-Zarr, unit by unit.
 
-The probabilities are read chunk by chunk with dask (chunks tiled in y and x as predict wrote them), and cells are
-labelled consistently across chunk faces (`unetflow.components`): per slice (dims 2, the paper's 2D network) or
-connected in 3D (dims 3), equal to labelling the whole volume at once up to the numbering. Cells smaller than
-`min_size` voxels are dropped. Ids are 1..n (0 = membrane), stored as uint32, or uint64 beyond 2^32 - 1 cells.
+The units are the probability store's files (zarr shards, or chunks where it has none), labelled in three
+resumable steps (`unetflow.unit_labels`): `label` (any number of jobs), `merge` (one job), `relabel` (any number
+of jobs), then `gather` moves the output into place. `segment_volume` runs them all in one process. Cells are
+labelled per slice (dims 2, the paper's 2D network) or connected in 3D (dims 3), equal to labelling the whole volume
+at once up to the numbering; cells smaller than `min_size` voxels are dropped. Ids are 1..n (0 = membrane),
+stored as uint32, or uint64 beyond 2^32 - 1 cells.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import dask.array as da
 import numpy as np
+import zarr
 
-from unetflow.components import label_counted
+from unetflow.blocks import BlockGrid, count_done, file_grid, finish_partial, is_done, open_partial, record_done, shard
 from unetflow.labels import connectivity_structure
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
-from unetflow.settings import check, defaults
-from unetflow.store import atomic_output, create_image, decode_probabilities, open_image, set_attrs
+from unetflow.settings import check, defaults, result_settings
+from unetflow.store import (
+    Image,
+    create_image,
+    decode_probabilities,
+    exclusive,
+    open_image,
+    open_writable,
+    partial_path,
+    remove,
+)
+from unetflow.unit_labels import Numbering, label_unit, load_summary, merge_units, relabel_unit, save_summary
+from unetflow.unit_labels import summary_path as _summary_path
 
 _D = defaults("segment")
+_RESULT = tuple(result_settings("segment", _D, "segment"))  # the settings that change a segmentation
 
 
 def structure_for(dims: int, connectivity: int) -> np.ndarray:
@@ -33,20 +49,169 @@ def structure_for(dims: int, connectivity: int) -> np.ndarray:
     return structure
 
 
-def _sizes(labels: da.Array) -> dict[int, int]:
-    """Voxels per id, summed over blocks (memory grows with the cells, not the volume)."""
+@dataclass(frozen=True)
+class SegmentJob:
+    """One segmentation: its input, its output and the settings that change it (checked against the schema)."""
 
-    def count(block: np.ndarray) -> np.ndarray:
-        ids, n = np.unique(block, return_counts=True)
-        return np.stack([ids, n])[None, None, None]
+    probabilities: str
+    out: str
+    threshold: float = _D["threshold"]
+    connectivity: int = _D["connectivity"]
+    dims: int | None = _D["dims"]
+    min_size: int = _D["min_size"]
+    cell_class: int = 1
 
-    pieces = labels.map_blocks(count, dtype=np.int64, chunks=(1, 1, 1)).to_delayed().ravel()
-    total: dict[int, int] = {}
-    for piece in da.compute(*pieces):
-        for i, n in zip(*piece[0, 0, 0].tolist(), strict=True):
-            if i:
-                total[i] = total.get(i, 0) + n
-    return total
+    def __post_init__(self) -> None:
+        check("segment", self.settings)
+
+    @classmethod
+    def from_settings(cls, probabilities: str | Path, out: str | Path, settings: dict[str, Any]) -> SegmentJob:
+        """A job from a `segment` config section (checked, defaults filled in; scheduling settings left out)."""
+        s = check("segment", settings)
+        return cls(str(probabilities), str(out), **{k: s[k] for k in _RESULT})
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _RESULT}
+
+    @property
+    def store(self) -> Path:
+        """Where the output is built."""
+        return partial_path(self.out)
+
+    @property
+    def units(self) -> Path:
+        """Where each unit's own labels and summary are kept until the output is complete."""
+        return self.store.with_name(self.store.name + "-units")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    probs: Image
+    grid: BlockGrid
+    dims: int
+    structure: np.ndarray
+    record: dict[str, Any]
+
+
+def _plan(job: SegmentJob) -> _Plan:
+    probs = open_image(job.probabilities)
+    if probs.attrs.get("complete") is not True:
+        raise ValueError(
+            f"{job.probabilities}: not a finished prediction (no 'complete' mark); run or finish predict first"
+        )
+    if probs.axes != "czyx":
+        raise ValueError(f"{job.probabilities}: expected class probabilities with axes czyx, got {probs.axes!r}")
+    if not 0 <= job.cell_class < probs.shape[0]:
+        raise ValueError(f"{job.probabilities}: cell class {job.cell_class} not among its {probs.shape[0]} classes")
+    dims = job.dims or int(probs.attrs.get("model_dims", 2))
+    record = make_record(
+        {"probabilities": input_fingerprint(job.probabilities)},
+        {**job.settings, "dims": dims, "cell_class": job.cell_class},
+        stage_code("segment"),
+    )
+    grid = file_grid(Path(job.probabilities), leading_axes=1)
+    return _Plan(probs, grid, dims, structure_for(dims, job.connectivity), record)
+
+
+def label(job: SegmentJob, part: tuple[int, int] = (0, 1)) -> int:
+    """Step 1 for the units of job `part` (i of n): threshold and label each on its own. Returns units done."""
+    plan = _plan(job)
+    chunks = tuple(int(c) for c in plan.probs.array.chunks[1:])
+    unit = plan.grid.block_shape
+
+    def create(fresh: Path) -> None:
+        group = zarr.open_group(str(fresh), mode="w", zarr_format=3)
+        group.attrs["unetflow"] = {RECORD_KEY: plan.record}
+        shards = None if unit == chunks else unit
+        group.create_array("0", shape=plan.grid.shape, chunks=chunks, shards=shards, dtype=np.uint32, fill_value=0)
+
+    open_partial(job.units, plan.record["fingerprint"], create)
+    target = zarr.open_group(str(job.units), mode="r+")["0"]
+    done = 0
+    for block in shard(plan.grid, *part):
+        if is_done(job.units, block.index):
+            continue
+        stored = plan.probs.array[(job.cell_class, *block.write)]
+        labels, summary = label_unit(decode_probabilities(stored) > job.threshold, plan.structure, job.min_size)
+        target[block.write] = labels
+        save_summary(_summary_path(job.units / "summaries", block.index), summary)
+        record_done(job.units, block.index)
+        done += 1
+    return done
+
+
+def merge(job: SegmentJob) -> Numbering:
+    """Step 2 (one job): join the units' face cells, number every cell, and create the output to relabel into."""
+    plan = _plan(job)
+    _require_fingerprint(job.units, plan.record, "segment --phase label")
+    missing = len(plan.grid) - count_done(job.units)
+    if missing:
+        raise RuntimeError(f"{job.units}: {missing} units are not labelled yet; run every `--phase label` job first")
+    numbering = merge_units(plan.grid, job.units / "summaries", plan.structure, job.min_size)
+    numbering.save(job.units / "numbering.npz")
+    dtype = np.uint32 if numbering.count < 2**32 else np.uint64
+    attrs = {
+        "kind": "segmentation",
+        **job.settings,
+        "dims": plan.dims,
+        "segments": numbering.count,
+        "z_range": plan.probs.attrs.get("z_range"),
+        RECORD_KEY: plan.record,
+    }
+    chunks = tuple(int(c) for c in plan.probs.array.chunks[1:])
+    probs = plan.probs
+
+    def create(fresh: Path) -> None:
+        create_image(
+            fresh,
+            plan.grid.shape,
+            dtype,
+            chunks,
+            "zyx",
+            probs.voxel_size,
+            probs.unit,
+            attrs,
+            shards=plan.grid.block_shape,
+        )
+
+    open_partial(job.store, plan.record["fingerprint"], create)
+    return numbering
+
+
+def relabel(job: SegmentJob, part: tuple[int, int] = (0, 1)) -> int:
+    """Step 3 for the units of job `part`: write each unit's final ids. Returns units done."""
+    plan = _plan(job)
+    _require_fingerprint(job.store, plan.record, "segment --phase merge")
+    numbering = Numbering.load(job.units / "numbering.npz")
+    source = zarr.open_group(str(job.units), mode="r")["0"]
+    target = open_writable(job.store)
+    done = 0
+    for block in shard(plan.grid, *part):
+        if is_done(job.store, block.index):
+            continue
+        summary = load_summary(_summary_path(job.units / "summaries", block.index))
+        linear = int(np.ravel_multi_index(block.index, plan.grid.counts))
+        ids = relabel_unit(source[block.write], linear, summary.complete, numbering)
+        target[block.write] = ids.astype(target.dtype)
+        record_done(job.store, block.index)
+        done += 1
+    return done
+
+
+def gather(job: SegmentJob) -> Path:
+    """Check that every unit is relabelled, move the output into place, drop the units' store."""
+    out = finish_partial(job.out)
+    remove(job.units)
+    return out
+
+
+def _require_fingerprint(store: Path, record: dict[str, Any], step: str) -> None:
+    from unetflow.provenance import recorded
+
+    found = recorded(store)
+    if found is None or found["fingerprint"] != record["fingerprint"]:
+        raise RuntimeError(f"{store}: missing or made from other inputs or settings; run `{step}` first")
 
 
 def segment_volume(
@@ -58,50 +223,10 @@ def segment_volume(
     min_size: int = _D["min_size"],
     cell_class: int = 1,
 ) -> Path:
-    settings = check(
-        "segment", {"threshold": threshold, "connectivity": connectivity, "dims": dims, "min_size": min_size}
-    )
-    probs = open_image(probabilities)
-    if probs.attrs.get("complete") is not True:
-        raise ValueError(
-            f"{probabilities}: not a finished prediction (no 'complete' mark); run or finish predict first"
-        )
-    if probs.axes != "czyx":
-        raise ValueError(f"{probabilities}: expected class probabilities with axes czyx, got {probs.axes!r}")
-    c, z, y, x = probs.shape
-    if not 0 <= cell_class < c:
-        raise ValueError(f"{probabilities}: cell class {cell_class} not among its {c} classes")
-    dims = dims or int(probs.attrs.get("model_dims", 2))
-    structure = structure_for(dims, connectivity)
-    chunks = tuple(int(n) for n in probs.array.chunks)
-    stored = da.from_array(probs.array, chunks=chunks, asarray=True)[cell_class]
-    cell = stored.map_blocks(lambda b: decode_probabilities(b) > threshold, dtype=bool)
-    labels, count = label_counted(cell, structure)
-    if min_size > 0:
-        sizes = _sizes(labels)
-        kept = np.array(sorted(i for i, n in sizes.items() if n >= min_size), np.int64)
-        top = max(sizes, default=0)
-        table = np.zeros(top + 1, np.int64)
-        table[kept] = np.arange(1, len(kept) + 1)
-        labels = labels.map_blocks(lambda b: table[b], dtype=np.int64)
-        count = len(kept)
-    dtype = np.uint32 if count < 2**32 else np.uint64
-    with atomic_output(out) as tmp:
-        target = create_image(tmp, (z, y, x), dtype, chunks[1:], "zyx", probs.voxel_size, probs.unit)
-        da.store(labels.astype(dtype), target, lock=False)
-        set_attrs(
-            tmp,
-            {
-                "kind": "segmentation",
-                **settings,
-                "dims": dims,
-                "segments": count,
-                "z_range": probs.attrs.get("z_range"),
-                RECORD_KEY: make_record(
-                    {"probabilities": input_fingerprint(probabilities)},
-                    {**settings, "dims": dims, "cell_class": cell_class},
-                    stage_code("segment"),
-                ),
-            },
-        )
-    return Path(out)
+    """Every step in this process: the whole segmentation of one probability store (resumable)."""
+    job = SegmentJob(str(probabilities), str(out), threshold, connectivity, dims, min_size, cell_class)
+    with exclusive(job.out):
+        label(job)
+        merge(job)
+        relabel(job)
+        return gather(job)

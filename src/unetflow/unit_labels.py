@@ -1,0 +1,229 @@
+"""Connected components of a mask larger than memory, unit by unit and across cluster jobs.
+
+A volume is cut into units (whole files of the input store). Three steps, each resumable, the first and last
+split over any number of jobs:
+
+1. **label** each unit on its own (`label_unit`): cells that touch none of the unit's faces are complete, so those
+   smaller than `min_size` are dropped at once and the rest are numbered 1..m; cells on a face are numbered m+1..k.
+   The unit's face planes, m and the face cells' sizes are kept in a small summary file.
+2. **merge** (`merge_units`, one job): join the face cells across every face (edges and corners included for
+   diagonal connectivity) with a sparse-graph connected-components pass, sum their sizes, drop those below
+   `min_size`, and number everything: the complete cells of unit u get ids offset[u] + 1..m_u, joined cells follow
+   all of them. Memory grows with the cells that touch a face, not with the volume.
+3. **relabel** each unit through its offset and the table of joined cells (`relabel_unit`).
+
+The result equals labelling the whole mask at once, up to the numbering, min_size included (tested).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from unetflow.blocks import Block, BlockGrid, block_key
+from unetflow.components import face_pairs
+
+LOCAL_BITS = 32  # a face cell is named unit << 32 | its id in the unit
+
+
+def connecting_axes(structure: np.ndarray) -> tuple[int, ...]:
+    """Axes along which the structure joins neighbours (a per-slice structure never joins along z)."""
+    center = np.array(structure.shape) // 2
+    axes = []
+    for axis in range(structure.ndim):
+        ahead = [slice(c + 1, None) if k == axis else slice(None) for k, c in enumerate(center)]
+        if structure[tuple(ahead)].any():
+            axes.append(axis)
+    return tuple(axes)
+
+
+def _faces(labels: np.ndarray, axes: Sequence[int]) -> dict[str, np.ndarray]:
+    """The first and last plane of a unit along each connecting axis, kept 3D (length 1 along the axis)."""
+    out = {}
+    for axis in axes:
+        n = labels.shape[axis]
+        for side, index in (("low", 0), ("high", n - 1)):
+            out[f"{side}{axis}"] = np.take(labels, [index], axis=axis)
+    return out
+
+
+@dataclass(frozen=True)
+class UnitSummary:
+    """What the merge needs of a labelled unit: its complete cells' count, its face cells' sizes, its faces."""
+
+    complete: int
+    face_sizes: np.ndarray
+    faces: dict[str, np.ndarray]
+
+
+def label_unit(mask: np.ndarray, structure: np.ndarray, min_size: int) -> tuple[np.ndarray, UnitSummary]:
+    """Label one unit (step 1): uint32 ids, complete cells first, then the cells on a face."""
+    if mask.size >= 2**32:
+        raise ValueError(f"a unit of {mask.shape} voxels is too large to label on its own (2^32 voxels at most)")
+    local, count = ndimage.label(mask, structure=structure)
+    axes = connecting_axes(structure)
+    on_face = np.zeros(count + 1, bool)
+    for plane in _faces(local, axes).values():
+        on_face[np.unique(plane)] = True
+    on_face[0] = False
+    sizes = np.bincount(local.ravel(), minlength=count + 1)
+    ids = np.arange(count + 1)
+    complete = (ids > 0) & ~on_face & (sizes >= min_size)
+    table = np.zeros(count + 1, np.uint32)
+    m = int(complete.sum())
+    table[complete] = np.arange(1, m + 1, dtype=np.uint32)
+    table[on_face] = np.arange(m + 1, m + 1 + int(on_face.sum()), dtype=np.uint32)
+    labels = table[local]
+    return labels, UnitSummary(m, sizes[on_face].astype(np.int64), _faces(labels, axes))
+
+
+def save_summary(path: Path, summary: UnitSummary) -> None:
+    """Write a unit's summary atomically (a summary present is complete)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, complete=summary.complete, face_sizes=summary.face_sizes, **summary.faces)
+    os.replace(tmp, path)
+
+
+def load_summary(path: Path) -> UnitSummary:
+    with np.load(path) as f:
+        faces = {k: f[k] for k in f.files if k.startswith(("low", "high"))}
+        return UnitSummary(int(f["complete"]), f["face_sizes"], faces)
+
+
+def summary_path(root: Path, index: Sequence[int]) -> Path:
+    """One folder per leading unit index, like the records of finished work."""
+    return Path(root) / str(int(index[0])) / f"{block_key(index)}.npz"
+
+
+@dataclass(frozen=True)
+class Numbering:
+    """The merge's result: per unit the offset of its complete cells, and the ids of the joined face cells."""
+
+    offsets: np.ndarray  # int64, one per unit (C order)
+    keys: np.ndarray  # int64, sorted: unit << 32 | id in unit, for every face cell
+    ids: np.ndarray  # int64, final id of each key (0: dropped by min_size)
+    count: int  # cells in the volume
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, offsets=self.offsets, keys=self.keys, ids=self.ids, count=self.count)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Numbering:
+        with np.load(path) as f:
+            return cls(f["offsets"], f["keys"], f["ids"], int(f["count"]))
+
+
+def _neighbourhood(grid: BlockGrid, index: tuple[int, ...], axis: int) -> Iterator[tuple[int, ...]]:
+    """The units that touch `index`'s high face along `axis`: the next one along it, and its neighbours across."""
+    ranges = []
+    for k, (i, n) in enumerate(zip(index, grid.counts, strict=True)):
+        if k == axis:
+            if i + 1 >= n:
+                return
+            ranges.append([i + 1])
+        else:
+            ranges.append([j for j in (i - 1, i, i + 1) if 0 <= j < n])
+    yield from itertools.product(*ranges)
+
+
+def _global(plane: np.ndarray, unit: int, complete: int) -> np.ndarray:
+    """A face plane's ids as keys (unit << 32 | id); complete cells never lie on a face, 0 stays 0."""
+    out = plane.astype(np.int64)
+    inside = out > complete
+    out[inside] += np.int64(unit) << LOCAL_BITS
+    out[~inside] = 0
+    return out
+
+
+def _pairs_across(
+    grid: BlockGrid, unit: Block, axis: int, structure: np.ndarray, summary_of: Callable[[tuple], UnitSummary]
+) -> np.ndarray:
+    """Key pairs joined across `unit`'s high face along `axis`, with every unit the structure reaches there."""
+    linear = lambda index: int(np.ravel_multi_index(index, grid.counts))  # noqa: E731
+    own = summary_of(unit.index)
+    # The face region: the unit's extent grown by one voxel across the axis, one plane thick on either side.
+    region = [(w.start - 1, w.stop + 1) if k != axis else (0, 1) for k, w in enumerate(unit.write)]
+    shape = [hi - lo for lo, hi in region]
+    before = np.zeros(shape, np.int64)
+    after = np.zeros(shape, np.int64)
+    inner = tuple(slice(1, -1) if k != axis else slice(None) for k in range(len(shape)))
+    before[inner] = _global(own.faces[f"high{axis}"], linear(unit.index), own.complete)
+    for other in _neighbourhood(grid, unit.index, axis):
+        block = grid.block(other)
+        s = summary_of(other)
+        target, source = [], []
+        for k, (w, (lo, hi)) in enumerate(zip(block.write, region, strict=True)):
+            if k == axis:
+                target.append(slice(None))
+                source.append(slice(None))
+                continue
+            a, b = max(w.start, lo), min(w.stop, hi)
+            if a >= b:
+                break
+            target.append(slice(a - lo, b - lo))
+            source.append(slice(a - w.start, b - w.start))
+        else:
+            after[tuple(target)] = _global(s.faces[f"low{axis}"], linear(other), s.complete)[tuple(source)]
+    return face_pairs(before, after, axis, structure)
+
+
+def merge_units(grid: BlockGrid, root: Path, structure: np.ndarray, min_size: int, cache: int = 64) -> Numbering:
+    """Step 2 over the summaries in `root` of every unit of `grid` (see the module doc)."""
+    summary_of = lru_cache(maxsize=cache)(lambda index: load_summary(summary_path(root, index)))
+    axes = connecting_axes(structure)
+    offsets = np.zeros(len(grid), np.int64)
+    keys, sizes, pairs = [], [], []
+    total = 0
+    for u in range(len(grid)):
+        unit = grid[u]
+        s = summary_of(unit.index)
+        offsets[u] = total
+        total += s.complete
+        local = np.arange(s.complete + 1, s.complete + 1 + len(s.face_sizes), dtype=np.int64)
+        keys.append((np.int64(u) << LOCAL_BITS) + local)
+        sizes.append(s.face_sizes)
+        for axis in axes:
+            pairs.append(_pairs_across(grid, unit, axis, structure, summary_of))
+    keys_all = np.concatenate([np.zeros(0, np.int64), *keys])  # sorted: by unit, then by id
+    sizes_all = np.concatenate([np.zeros(0, np.int64), *sizes])
+    pairs_all = np.concatenate([np.zeros((0, 2), np.int64), *pairs])
+    n = len(keys_all)
+    if n == 0:
+        return Numbering(offsets, keys_all, keys_all, total)
+    i, j = np.searchsorted(keys_all, pairs_all[:, 0]), np.searchsorted(keys_all, pairs_all[:, 1])
+    graph = coo_matrix((np.ones(len(i), bool), (i, j)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    component_sizes = np.bincount(component, weights=sizes_all)
+    kept = component_sizes >= min_size
+    # Number kept components in order of their first key, after every complete cell.
+    _, first = np.unique(component, return_index=True)
+    order = np.argsort(first)
+    number = np.zeros(len(first), np.int64)
+    kept_in_order = order[kept[order]]
+    number[kept_in_order] = total + np.arange(1, len(kept_in_order) + 1)
+    return Numbering(offsets, keys_all, number[component], total + len(kept_in_order))
+
+
+def relabel_unit(labels: np.ndarray, unit: int, complete: int, numbering: Numbering) -> np.ndarray:
+    """Step 3: a unit's final ids (int64) from its local ones."""
+    local = labels.astype(np.int64)
+    out = np.zeros(local.shape, np.int64)
+    own = (local > 0) & (local <= complete)
+    out[own] = local[own] + numbering.offsets[unit]
+    face = local > complete
+    if face.any():
+        keys = local[face] + (np.int64(unit) << LOCAL_BITS)
+        out[face] = numbering.ids[np.searchsorted(numbering.keys, keys)]
+    return out
