@@ -38,6 +38,11 @@ SIZES = {"1 TB": (2000, 22400, 22400), "0.1 TB": (200, 22400, 22400)}
 
 
 def peak_mib() -> float:
+    """This process's peak resident memory since it started (VmHWM: unlike ru_maxrss, not inherited from the
+    parent that forked it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
@@ -100,7 +105,9 @@ def sparse_probabilities(path: Path, shape: tuple[int, ...]) -> None:
 
     attrs = {"kind": "probabilities", "model_dims": 2, "complete": True}
     attrs[RECORD_KEY] = make_record({"sparse": str(path)}, {}, "benchmark")
-    array = create_image(path, (2, *shape), np.float16, (2, 1, 256, 256), "czyx", attrs=attrs, shards=(2, 1, 4096, 4096))
+    array = create_image(
+        path, (2, *shape), np.float16, (2, 1, 256, 256), "czyx", attrs=attrs, shards=(2, 1, 4096, 4096)
+    )
     cells = (np.random.default_rng(0).random((1, 4096, 4096)) > 0.3).astype(np.float16)
     array.with_config({"write_empty_chunks": True})[:, 0:1, 0:4096, 0:4096] = np.stack([1 - cells, cells])
 
@@ -164,7 +171,11 @@ def main() -> None:
         }
         stages["predict"].append(json.dumps(a.block))
         sparse_probabilities(root / f"{tag}-probabilities.ome.zarr", shape)
-        stages["segment (label)"] = ["segment", str(root / f"{tag}-probabilities.ome.zarr"), str(root / f"{tag}-s.ome.zarr")]
+        stages["segment (label)"] = [
+            "segment",
+            str(root / f"{tag}-probabilities.ome.zarr"),
+            str(root / f"{tag}-s.ome.zarr"),
+        ]
         for stage, args in stages.items():
             run = subprocess.run([sys.executable, __file__, "--job", *args], capture_output=True, text=True)
             if run.returncode:

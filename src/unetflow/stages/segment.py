@@ -114,8 +114,9 @@ def _plan(job: SegmentJob) -> _Plan:
     return _Plan(probs, grid, dims, structure_for(dims, job.connectivity), record)
 
 
-def label(job: SegmentJob, part: tuple[int, int] = (0, 1)) -> int:
-    """Step 1 for the units of job `part` (i of n): threshold and label each on its own. Returns units done."""
+def label(job: SegmentJob, part: tuple[int, int] = (0, 1), limit: int | None = None) -> int:
+    """Step 1 for the units of job `part` (i of n): threshold and label each on its own, at most `limit` of them
+    (a time-boxed run; the next run resumes). Returns units done."""
     plan = _plan(job)
     chunks = tuple(int(c) for c in plan.probs.array.chunks[1:])
     unit = plan.grid.block_shape
@@ -130,6 +131,8 @@ def label(job: SegmentJob, part: tuple[int, int] = (0, 1)) -> int:
     target = zarr.open_group(str(job.units), mode="r+")["0"]
     done = 0
     for block in shard(plan.grid, *part):
+        if limit is not None and done >= limit:
+            break
         if is_done(job.units, block.index):
             continue
         stored = plan.probs.array[(job.cell_class, *block.write)]
