@@ -215,3 +215,40 @@ def test_a_zarr_store_that_is_no_volume_is_named(tmp_path):
     (tmp_path / "empty.zarr").mkdir()
     with pytest.raises(ValueError, match="empty.zarr"):
         ingest(tmp_path / "empty.zarr", tmp_path / "o.ome.zarr")
+
+
+def test_a_copy_split_over_jobs_equals_one_job_and_resumes(tmp_path):
+    from unetflow.stages.ingest import IngestJob, copy_slabs, finish
+
+    data = np.random.default_rng(2).integers(0, 255, (7, 30, 40)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "s.tif", data, photometric="minisblack")
+    one = open_image(ingest(tmp_path / "s.tif", tmp_path / "one.ome.zarr", chunks=(2, 16, 16), z_range=(1, 7)))
+    job = IngestJob(str(tmp_path / "s.tif"), str(tmp_path / "split.ome.zarr"), chunks=(2, 16, 16), z_range=(1, 7))
+    assert copy_slabs(job, (1, 2)) == 1  # 3 slabs of 2 slices: the second
+    with pytest.raises(RuntimeError, match="2 slabs are not copied yet"):
+        finish(job)
+    assert copy_slabs(job, (1, 2)) == 0 and copy_slabs(job, (0, 2)) == 2
+    split = open_image(finish(job))
+    np.testing.assert_array_equal(split.array[:], data[1:7])
+    assert split.attrs["provenance"] == one.attrs["provenance"] and split.attrs["intensity"] == one.attrs["intensity"]
+    assert split.attrs["intensity"]["mean"] == pytest.approx(data[1:7].mean())
+    assert not partial_path(tmp_path / "split.ome.zarr").exists()
+
+
+def test_a_copy_of_other_sources_is_discarded_and_bad_labels_found_at_the_end(tmp_path):
+    from unetflow.stages.ingest import IngestJob, copy_slabs, finish
+
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[:, 2:6, 2:6] = 255
+    labels[3, 0, 0] = 7  # a value no binary convention has, in the last slab only
+    tifffile.imwrite(tmp_path / "l.tif", labels, photometric="minisblack")
+    job = IngestJob(str(tmp_path / "l.tif"), str(tmp_path / "l.ome.zarr"), kind="labels", chunks=(2, 8, 8))
+    copy_slabs(job, (0, 2))
+    tifffile.imwrite(tmp_path / "l.tif", labels[:, ::-1], photometric="minisblack")  # the source changed
+    copy_slabs(job, (1, 2))
+    with pytest.raises(RuntimeError, match="1 slabs are not copied yet"):  # the first copy was discarded
+        finish(job)
+    copy_slabs(job, (0, 2))
+    with pytest.raises(ValueError, match=r"l\.tif: labels with the values \[0, 7, 255\]"):
+        finish(job)
+    assert not job.store.exists() and not (tmp_path / "l.ome.zarr").exists()

@@ -177,3 +177,37 @@ def test_the_report_refuses_files_that_are_not_its_csvs(tmp_path):
         write_report([tmp_path / "m.csv"], ["e"], tmp_path / "r", [tmp_path / "m.csv"])
     with pytest.raises(ValueError, match="one run name per metrics file"):
         write_report([tmp_path / "m.csv"], ["e", "f"], tmp_path / "r")
+
+
+def test_evaluation_in_tiles_equals_whole_slices(tmp_path):
+    """Cells that cross tile borders in y and x: per-slice and volume metrics equal the whole-slice computation."""
+    import tifffile
+    from scipy import ndimage
+
+    from unetflow.stages.ingest import ingest
+
+    rng = np.random.default_rng(5)
+    truth = ndimage.binary_opening(rng.random((3, 40, 37)) > 0.35)
+    tifffile.imwrite(tmp_path / "gt.tif", (truth * 255).astype(np.uint8), photometric="minisblack")
+    gt = ingest(tmp_path / "gt.tif", tmp_path / "gt.ome.zarr", "labels", chunks=(1, 16, 16))
+    predicted = truth.copy()
+    predicted[:, ::9, :] = False  # cut some cells, merge none
+    predicted[:, :, 20] = True  # merge others across a column
+    for dims in (2, 3):
+        cells = _probability_store(tmp_path / f"p{dims}.ome.zarr", predicted)
+        seg = segment_volume(cells, tmp_path / f"s{dims}.ome.zarr", dims=dims, connectivity=6 if dims == 3 else 4)
+        frames = {}
+        for tile in ((1, 2048, 2048), (1, 7, 11)):
+            key = tile[1]
+            frames[key] = evaluate_volume(
+                seg,
+                gt,
+                tmp_path / f"m{dims}-{key}.csv",
+                name="v",
+                volume_out=tmp_path / f"v{dims}-{key}.csv",
+                tile=tile,
+            )
+        pd.testing.assert_frame_equal(frames[2048], frames[7])
+        whole, tiled = (pd.read_csv(tmp_path / f"v{dims}-{k}.csv") for k in (2048, 7))
+        pd.testing.assert_frame_equal(whole, tiled)
+        assert 0 < whole.loc[0, "rand_error"] < 1

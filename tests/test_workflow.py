@@ -96,6 +96,24 @@ def test_sharded_prediction_scatters_gathers_and_matches(pipeline, tmp_path):
     assert not list((work / "results").rglob("*.partial")) and not list((work / "results").rglob("*.done"))
 
 
+def test_a_stack_copied_by_several_jobs_equals_one_copy(pipeline, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(pipeline, work, symlinks=True)
+    config = yaml.safe_load((work / "tiny.yaml").read_text())
+    config["ingest"] = {"shard_mvoxels": 0.01}  # 3 x 96 x 96 voxels at 10 000 per job: 3 jobs
+    (work / "slabs.yaml").write_text(yaml.safe_dump(config))
+    stores = [f"results/data/tiny_train/{kind}.ome.zarr" for kind in ("images", "labels")]
+    for store in stores:
+        shutil.rmtree(work / store)
+    run = snakemake(work, *stores, "--configfile", "slabs.yaml")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "rule ingest_shard" in run.stdout + run.stderr
+    for store in stores:
+        split, whole = open_image(work / store), open_image(pipeline / store)
+        assert np.array_equal(split.array[:], whole.array[:]) and split.attrs == whole.attrs
+    assert not list((work / "results").rglob("*.done")) and not list((work / "results").rglob("*.partial"))
+
+
 def test_a_zarr_volume_is_segmented_in_place(pipeline, tmp_path):
     import tifffile
     import zarr

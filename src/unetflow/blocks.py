@@ -285,14 +285,15 @@ def first_missing(store: Path, grid: BlockGrid) -> tuple[int, ...] | None:
     return None
 
 
-def finish_partial(out: str | Path, leading_axes: int = 0) -> Path:
-    """Check that every file (group of blocks) of `<out>.partial` is recorded, mark it complete and move it to
-    `out`: the gather step reads one folder of records at a time, whatever the volume's size."""
+def finish_partial(out: str | Path, leading_axes: int = 0, grid: BlockGrid | None = None) -> Path:
+    """Check that every file (group of blocks) of `<out>.partial` is recorded, or every unit of `grid` where work
+    is recorded per unit, mark it complete and move it to `out`: the gather step reads one folder of records at a
+    time, whatever the volume's size."""
     out = Path(out)
     store = partial_path(out)
     if not store.is_dir():
         raise FileNotFoundError(f"{store}: no partial output to finish (run the jobs that compute its blocks first)")
-    grid = file_grid(store, leading_axes)
+    grid = grid or file_grid(store, leading_axes)
     missing = len(grid) - count_done(store)
     if missing:
         example = first_missing(store, grid)

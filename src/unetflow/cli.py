@@ -37,9 +37,19 @@ def cmd_synth(a: argparse.Namespace) -> None:
 
 
 def cmd_ingest(a: argparse.Namespace) -> None:
-    from unetflow.stages.ingest import ingest
+    from unetflow.stages import ingest
 
-    ingest(a.source, a.out, a.kind, a.voxel_size, a.chunks, a.unit, a.z_range, a.label_convention)
+    if a.shard == (0, 1) and not a.gather:
+        print(ingest.ingest(a.source, a.out, a.kind, a.voxel_size, a.chunks, a.unit, a.z_range, a.label_convention))
+        return
+    z_range = tuple(a.z_range) if a.z_range else None
+    job = ingest.IngestJob(
+        a.source, a.out, a.kind, tuple(a.voxel_size), tuple(a.chunks), a.unit, z_range, a.label_convention
+    )
+    if a.gather:
+        print(ingest.finish(job))
+    else:
+        print(f"ingest: {ingest.copy_slabs(job, a.shard)} slabs copied")
 
 
 def cmd_weights(a: argparse.Namespace) -> None:
@@ -151,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=default("dataset", "label_convention"),
         help="what label values mean; needed for instance ids (binary 0/255 and 0/1 are recognized)",
     )
+    s.add_argument("--shard", type=_shard, default=(0, 1), help="copy only the i-th of N subsets of slabs (i/N)")
+    s.add_argument("--gather", action="store_true", help="check that every slab is copied and finish the store")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("weights", help="the paper's weight map of a label OME-Zarr")

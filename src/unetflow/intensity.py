@@ -49,6 +49,15 @@ class RunningStats:
         self.total += other.total
         self.total_sq += other.total_sq
 
+    def to_dict(self) -> dict[str, float]:
+        return {"n": self.n, "total": self.total, "total_sq": self.total_sq}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, float]) -> RunningStats:
+        out = cls()
+        out.n, out.total, out.total_sq = int(d["n"]), float(d["total"]), float(d["total_sq"])
+        return out
+
     def result(self) -> IntensityStats:
         if self.n == 0:
             raise ValueError("no pixels to compute intensity statistics from")

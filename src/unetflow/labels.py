@@ -43,6 +43,24 @@ class LabelSurvey:
             if len(self.values) > self.max_kept:
                 self.many = True
 
+    def merge(self, other: LabelSurvey) -> None:
+        """Add what another survey (of another slab, say) found."""
+        self.minimum = min(self.minimum, other.minimum)
+        self.non_integer = self.non_integer or other.non_integer
+        self.many = self.many or other.many
+        if not self.many:
+            self.values |= other.values
+            self.many = len(self.values) > self.max_kept
+
+    def to_dict(self) -> dict[str, Any]:
+        minimum = None if self.minimum == np.inf else self.minimum
+        return {"values": sorted(self.values), "many": self.many, "minimum": minimum, "non_integer": self.non_integer}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LabelSurvey:
+        minimum = np.inf if d["minimum"] is None else float(d["minimum"])
+        return cls(set(int(v) for v in d["values"]), bool(d["many"]), minimum, bool(d["non_integer"]))
+
     def convention(self, source: str = "labels", declared: str | None = None) -> str:
         """The convention these values follow, or ValueError naming what was found.
 
@@ -114,6 +132,18 @@ def connectivity_structure(ndim: int, connectivity: int) -> np.ndarray:
     if rank is None or rank > ndim or (ndim == 2 and connectivity not in (4, 8)):
         raise ValueError(f"connectivity {connectivity} is not defined in {ndim}D (2D: 4, 8; 3D: 6, 18, 26)")
     return ndimage.generate_binary_structure(ndim, rank)
+
+
+def structure_for(dims: int, connectivity: int) -> np.ndarray:
+    """The 3 x 3 x 3 neighbourhood of cells in a zyx volume: a 2D one in the middle plane for per-slice cells
+    (`dims` 2: `connectivity` 4 or 8), else 3D (6, 18 or 26)."""
+    if dims == 3:
+        return connectivity_structure(3, connectivity)
+    if connectivity not in (4, 8):
+        raise ValueError(f"segment.connectivity {connectivity} is for 3D; per slice (dims 2) use 4 or 8")
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = connectivity_structure(2, connectivity)
+    return structure
 
 
 def instance_labels(labels: np.ndarray, convention: str, connectivity: int = 4) -> np.ndarray:

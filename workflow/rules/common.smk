@@ -23,7 +23,7 @@ sys.path.insert(0, SRC)
 from unetflow.folds import Fold
 from unetflow.provenance import digest, stage_code
 from unetflow.settings import check, model_changing, result_settings
-from unetflow.store import is_remote
+from unetflow.store import is_remote, is_zarr_source
 
 RESULTS = config["results"]
 ENV = "../../envs/unetflow.yaml"
@@ -252,17 +252,43 @@ def predict_fold(wildcards):
 
 
 @functools.cache
-def dataset_shape(name):
-    """(z, y, x) of a dataset's images as ingested, from its source's headers; None while the source is yet to
-    be made by a rule of the workflow (the synthetic data)."""
+def dataset_shape(name, key="images"):
+    """(z, y, x) of a dataset's images (or labels) as ingested, from its source's headers; None while the source
+    is yet to be made by a rule of the workflow (the synthetic data)."""
     from unetflow.stages.ingest import source_shape
 
     try:
-        shape = source_shape(source_path(dataset(name)["images"]))
+        shape = source_shape(source_path(dataset(name)[key]))
     except FileNotFoundError:
         return None
     z_range = dataset(name)["z_range"]
     return (z_range[1] - z_range[0], *shape[1:]) if z_range else shape
+
+
+def ingest_jobs(wildcards):
+    """Copying jobs of a dataset's images or labels: one for a store used in place, else `ingest.shards`, or one
+    per `ingest.shard_mvoxels` of the stack."""
+    key = "labels" if wildcards.kind == "labels" else "images"
+    if key == "images" and is_zarr_source(ingest_path(wildcards)):
+        return 1
+    if config["ingest"]["shards"]:
+        return config["ingest"]["shards"]
+    shape = dataset_shape(wildcards.dataset, key)
+    voxels = math.prod(shape) if shape else 0
+    return max(1, math.ceil(voxels / (config["ingest"]["shard_mvoxels"] * 1e6)))
+
+
+def ingest_steps(wildcards):
+    """The done-markers of a dataset's copying jobs (none for one job)."""
+    n = ingest_jobs(wildcards)
+    if n == 1:
+        return []
+    return expand(
+        results(
+            f"data/{wildcards.dataset}/ingest_shards/{wildcards.kind}{{shard}}.done"
+        ),
+        shard=range(n),
+    )
 
 
 def predicted_voxels(run, volume):

@@ -14,20 +14,23 @@ import numpy as np
 import pandas as pd
 
 from unetflow.components import label
-from unetflow.labels import INSTANCES, cell_mask, connectivity_structure, instance_labels, recorded_convention
+from unetflow.labels import INSTANCES, cell_mask, recorded_convention, structure_for
 from unetflow.metrics import Counts
 from unetflow.provenance import input_fingerprint, make_record, stage_code
 from unetflow.settings import check, defaults
 from unetflow.store import Image, open_image, write_table
 
+TILE = (1, 2048, 2048)  # what a slice is read in: memory per tile, whatever the slice's size
 
-def _cells_in_3d(gt: Image, convention: str, start: int, stop: int) -> da.Array:
-    """Ground-truth cells connected in 3D (6-connected; given instance ids as they are), blockwise."""
+
+def _true_cells(gt: Image, convention: str, start: int, stop: int, structure: np.ndarray) -> da.Array:
+    """Ground-truth cells (given instance ids as they are; else connected components of the binary labels under
+    `structure`), blockwise and consistent across chunks: ids name the same cell in every tile."""
     labels = da.from_array(gt.array, chunks=gt.array.chunks, asarray=True)[start:stop]
     if convention == INSTANCES:
         return labels.astype(np.int64)
     cell = labels.map_blocks(lambda b: cell_mask(b, convention), dtype=bool)
-    return label(cell, connectivity_structure(3, 6))
+    return label(cell, structure)
 
 
 def evaluate_volume(
@@ -37,9 +40,12 @@ def evaluate_volume(
     connectivity: int = defaults("evaluate")["connectivity"],
     name: str = "",
     volume_out: str | Path | None = None,
+    tile: tuple[int, int, int] = TILE,
 ) -> pd.DataFrame:
     """Per-slice metrics into `out`; with `volume_out`, the volume's metrics from all its slices' counts pooled
-    (each slice's cells are objects of their own) into a one-row CSV."""
+    (each slice's cells are objects of their own; a 3D segmentation against cells connected in 3D) into a one-row
+    CSV. Slices are read in tiles of `tile` and their counts added up (`unetflow.metrics.Counts`): equal to the
+    whole-slice computation, in memory bounded by the tile."""
     check("evaluate", {"connectivity": connectivity})
     seg, gt = open_image(segmentation), open_image(truth)
     start, stop = seg.attrs.get("z_range") or (0, gt.shape[0])
@@ -48,22 +54,31 @@ def evaluate_volume(
             f"{segmentation} has shape {seg.shape} but ground truth {truth} has {gt.shape} (slices {start}-{stop - 1})"
         )
     convention = recorded_convention(gt.attrs, truth)
+    per_slice = _true_cells(gt, convention, start, stop, structure_for(2, connectivity))
     # A 3D segmentation is judged against cells connected in 3D; a 2D one against each slice's cells.
-    cells_3d = _cells_in_3d(gt, convention, start, stop) if seg.attrs.get("dims") == 3 else None
+    in_3d = _true_cells(gt, convention, start, stop, structure_for(3, 6)) if seg.attrs.get("dims") == 3 else None
+    _, ty, tx = (int(t) for t in tile)
     rows, volume, offset = [], Counts(), 0
     for z in range(seg.shape[0]):
-        segments = np.asarray(seg.array[z])
-        labels = np.asarray(gt.array[start + z])
-        true_cell = cell_mask(labels, convention)
-        true_cells = instance_labels(labels, convention, connectivity).astype(np.int64)
-        counts = Counts().add(segments > 0, segments, true_cell, true_cells)
+        counts, counts_3d, top = Counts(), Counts(), 0
+        for y0 in range(0, seg.shape[1], ty):
+            for x0 in range(0, seg.shape[2], tx):
+                region = (slice(y0, y0 + ty), slice(x0, x0 + tx))
+                segments = np.asarray(seg.array[(z, *region)])
+                true_cell = cell_mask(np.asarray(gt.array[(start + z, *region)]), convention)
+                cells = np.asarray(per_slice[(z, *region)])
+                counts.add(segments > 0, segments, true_cell, cells)
+                top = max(top, int(cells.max(initial=0)))
+                if in_3d is not None:
+                    counts_3d.add(segments > 0, segments, true_cell, np.asarray(in_3d[(z, *region)]))
         rows.append({"volume": name, "slice": start + z, **counts.metrics()})
-        if cells_3d is not None:
-            volume.merge(Counts().add(segments > 0, segments, true_cell, np.asarray(cells_3d[z])))
+        if in_3d is not None:
+            volume.merge(counts_3d)
             continue
-        # Predicted ids are unique across the volume already; true cells are numbered per slice, so shift them.
+        # Predicted ids are unique across the volume already; true ids of a slice are shifted past the previous
+        # slices' (given instance ids repeat from slice to slice).
         volume.merge(counts, truth_offset=offset)
-        offset += int(true_cells.max(initial=0))
+        offset += top
     frame = pd.DataFrame(rows)
     inputs = {"segmentation": input_fingerprint(segmentation), "truth": input_fingerprint(truth)}
     record = make_record(inputs, {"connectivity": connectivity, "name": name}, stage_code("evaluate"))

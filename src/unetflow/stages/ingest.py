@@ -1,9 +1,13 @@
-"""Ingest: TIFF stacks (one multi-page file, a folder or a glob of files) into OME-Zarr, one slab at a time;
-zarr stores (OME-Zarr 0.4/0.5 or plain zarr, local or a URL) used in place, through a reference store.
+"""Ingest: TIFF stacks (one multi-page file, a folder or a glob of files) into OME-Zarr, slab by slab and across
+jobs; zarr stores (OME-Zarr 0.4/0.5 or plain zarr, local or a URL) used in place, through a reference store.
 
-Pages are streamed with tifffile, so memory holds one chunk-deep slab of slices, never the whole stack.
-Labels are checked while they stream: their convention (binary 0/255, 0/1 or instance ids) is recorded
-with the store, and anything else fails naming the file and the values found.
+A copy is cut into z-slabs of `chunks[0]` slices, each written by one task into whole files of the store (zarr
+shards of about 64 MB spanning the slab in y and x) and recorded with what the end needs of it: its intensity sums
+or label survey, and the digest of its voxels. Any number of jobs copy slabs (`copy_slabs`); `finish` merges the
+slabs' records in order (exact intensity statistics, the label convention, the store's content fingerprint) and
+moves the store into place. Pages are read one at a time (`unetflow.tiff`). Labels are checked: their convention
+(binary 0/255, 0/1 or instance ids) is recorded with the store, and anything else fails naming the file and the
+values found.
 
 A store used in place is never copied: `reference` writes a small OME-Zarr group that names it and records its
 fingerprint (metadata by content, chunks by name, size and modification time; for a URL its metadata) and its
@@ -12,92 +16,257 @@ intensity statistics from a sample of chunks (`unetflow.intensity`), so that the
 
 from __future__ import annotations
 
-import glob
+import json
+import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import tifffile
 import zarr
 
+from unetflow.blocks import (
+    BlockGrid,
+    block_grid,
+    count_done,
+    finish_partial,
+    group_shape,
+    is_done,
+    open_partial,
+    record_done,
+    shard,
+)
 from unetflow.intensity import RunningStats, sample_stats
 from unetflow.labels import LabelSurvey
-from unetflow.provenance import RECORD_KEY, ContentDigest, digest, input_fingerprint, make_record, stage_code
+from unetflow.provenance import RECORD_KEY, digest, input_fingerprint, make_record, recorded, stage_code
 from unetflow.settings import default, defaults
 from unetflow.store import (
-    TIFF_SUFFIXES,
     as_zyx,
     atomic_output,
     create_image,
+    exclusive,
     is_remote,
     is_zarr_source,
     ome_attributes,
     open_image,
+    open_writable,
+    partial_path,
+    remove,
     set_attrs,
     z_window,
 )
+from unetflow.tiff import iter_slabs, page_shapes, resolve_sources
+
+FILE_BYTES = 64 * 2**20  # an output file (a zarr shard) holds about this much of one slab
+SLABS_DIR = ".unetflow_slabs"  # inside a partial store: what each finished slab contributes to the whole
 
 
-def resolve_sources(source: str | Path) -> list[Path]:
-    """The TIFF files a source names: one file, every TIFF in a folder, or a glob, in sorted order."""
-    text = str(source)
-    if any(ch in text for ch in "*?["):
-        files = sorted(Path(p) for p in glob.glob(text))
-    elif Path(text).is_dir():
-        files = sorted(p for p in Path(text).iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
+@dataclass(frozen=True)
+class IngestJob:
+    """One copy of a source into OME-Zarr and the settings that change it."""
+
+    source: str
+    out: str
+    kind: str = "image"
+    voxel_size: tuple[float, ...] = tuple(default("dataset", "voxel_size"))
+    chunks: tuple[int, ...] = tuple(defaults("ingest")["chunks"])
+    unit: str = default("dataset", "unit")
+    z_range: tuple[int, int] | None = None
+    label_convention: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("image", "labels"):
+            raise ValueError(f"kind must be 'image' or 'labels', got {self.kind!r}")
+
+    @property
+    def store(self) -> Path:
+        return partial_path(self.out)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "chunks": [int(c) for c in self.chunks],
+            "voxel_size": [float(v) for v in self.voxel_size],
+            "unit": self.unit,
+            "z_range": list(self.z_range) if self.z_range else None,
+            "label_convention": self.label_convention,
+        }
+
+
+@dataclass(frozen=True)
+class _Plan:
+    files: list[Path]
+    shape: tuple[int, int, int]  # as stored (after z_range)
+    dtype: np.dtype
+    start: int  # the first source slice
+    slabs: BlockGrid
+    volume: Any  # a zarr source's lazy image, else None
+
+
+def _plan(job: IngestJob) -> _Plan:
+    if is_zarr_source(job.source):
+        volume = _zarr_volume(job.source)
+        files, (depth, *plane), dtype = [Path(str(job.source))], volume.shape, volume.dtype
     else:
-        files = [Path(text)]
-    files = [f for f in files if f.suffix.lower() in TIFF_SUFFIXES]
-    if not files:
-        raise FileNotFoundError(f"{source}: no TIFF files found (expected a .tif file, a folder or a glob)")
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: no such TIFF file")
-    return files
+        volume = None
+        files = resolve_sources(job.source)
+        depth, plane, dtype = page_shapes(files)
+    start, stop = _checked_z_range(job.source, job.z_range, depth) if job.z_range else (0, depth)
+    shape = (stop - start, *(int(s) for s in plane))
+    slab = (max(1, int(job.chunks[0])), *shape[1:])
+    return _Plan(files, shape, np.dtype(dtype), start, block_grid(shape, slab, (0, 0, 0), slab), volume)
 
 
-def _page_shapes(files: Sequence[Path]) -> tuple[int, tuple[int, int], np.dtype]:
-    """Number of slices, slice shape and dtype across all files, from metadata only."""
-    count, shape, dtype = 0, None, None
-    for f in files:
+def _identity(job: IngestJob, plan: _Plan) -> str:
+    """Which copy a partial store belongs to, cheaply: the settings and the sources' names, sizes and times."""
+    sources = []
+    for f in plan.files:
+        st = os.stat(f) if not is_remote(f) else None
+        sources.append([str(f), st.st_size if st else None, st.st_mtime_ns if st else None])
+    return digest({"settings": job.settings, "sources": sources, "code": stage_code("ingest")})
+
+
+def _slab_record(store: Path, index: Sequence[int]) -> Path:
+    return store / SLABS_DIR / f"{int(index[0])}.json"
+
+
+def _read_slab(job: IngestJob, plan: _Plan, z0: int, z1: int) -> np.ndarray:
+    if plan.volume is not None:
+        return np.asarray(plan.volume.array[plan.start + z0 : plan.start + z1])
+    (slab,) = iter_slabs(plan.files, z1 - z0, (plan.start + z0, plan.start + z1))
+    return slab
+
+
+def copy_slabs(job: IngestJob, part: tuple[int, int] = (0, 1)) -> int:
+    """Copy the slabs of job `part` (i of n) into the partial store, each recorded; returns the slabs copied."""
+    plan = _plan(job)
+    chunks = tuple(min(int(c), s) for c, s in zip(job.chunks, plan.shape, strict=True))
+    files = group_shape(chunks, plan.slabs.block_shape, plan.dtype.itemsize, FILE_BYTES)
+
+    identity = _identity(job, plan)
+
+    def create(fresh: Path) -> None:
+        # Until `finish` records the content, the partial store is named by what it is a copy of.
+        attrs = {RECORD_KEY: {"fingerprint": identity}}
+        create_image(fresh, plan.shape, plan.dtype, chunks, "zyx", job.voxel_size, job.unit, attrs, shards=files)
+        (fresh / SLABS_DIR).mkdir()
+
+    open_partial(job.store, identity, create)
+    target = open_writable(job.store)
+    done = 0
+    for block in shard(plan.slabs, *part):
+        if is_done(job.store, block.index):
+            continue
+        z0, z1 = block.write[0].start, block.write[0].stop
+        slab = _read_slab(job, plan, z0, z1)
+        if np.issubdtype(slab.dtype, np.floating) and not np.isfinite(slab).all():
+            bad = z0 + int(np.flatnonzero(~np.isfinite(slab).reshape(len(slab), -1).all(axis=1))[0])
+            raise ValueError(
+                f"{job.source}: slice {plan.start + bad} holds NaN or infinite values; they would spread through "
+                "every prediction, so they are refused (replace them in the source first)"
+            )
+        target[z0:z1] = slab
+        summary: dict[str, Any] = {"digest": _digest(slab)}
+        if job.kind == "labels":
+            survey = LabelSurvey()
+            survey.add(slab)
+            summary["labels"] = survey.to_dict()
+        else:
+            stats = RunningStats()
+            stats.add(slab)
+            summary["intensity"] = stats.to_dict()
+        path = _slab_record(job.store, block.index)
+        path.with_suffix(".tmp").write_text(json.dumps(summary))
+        path.with_suffix(".tmp").replace(path)
+        record_done(job.store, block.index)
+        done += 1
+    return done
+
+
+def _digest(slab: np.ndarray) -> str:
+    from unetflow.provenance import ContentDigest
+
+    content = ContentDigest()
+    content.update(slab)
+    return content.hexdigest()
+
+
+def finish(job: IngestJob) -> Path:
+    """Merge the slabs' records in order, record what the store holds, and move it into place."""
+    plan = _plan(job)
+    if (recorded(job.store) or {}).get("fingerprint") != _identity(job, plan):
+        raise RuntimeError(f"{job.store}: missing or made from other sources or settings; copy its slabs first")
+    missing = len(plan.slabs) - count_done(job.store)
+    if missing:
+        raise RuntimeError(f"{job.store}: {missing} slabs are not copied yet; re-run the jobs that did not finish")
+    digests, survey, stats = [], LabelSurvey(), RunningStats()
+    for k in range(len(plan.slabs)):
+        summary = json.loads(_slab_record(job.store, plan.slabs.index(k)).read_text())
+        digests.append(summary["digest"])
+        if job.kind == "labels":
+            survey.merge(LabelSurvey.from_dict(summary["labels"]))
+        else:
+            stats.merge(RunningStats.from_dict(summary["intensity"]))
+    attrs: dict[str, Any] = {
+        "kind": job.kind,
+        "source": [str(f) for f in plan.files],
+        "z_range": job.settings["z_range"],
+        RECORD_KEY: make_record({"data": digest(digests)}, job.settings, stage_code("ingest")),
+    }
+    if job.kind == "labels":
         try:
-            with tifffile.TiffFile(f) as tif:
-                series = tif.series[0]
-                s = tuple(series.shape)
-                d = np.dtype(series.dtype)
-                axes = series.axes
-                pages = len(series.pages)
-        except Exception as exc:  # tifffile raises many types on a damaged header (IndexError among them)
-            raise ValueError(f"{f}: not a readable TIFF ({type(exc).__name__}: {exc})") from exc
-        if "S" in axes:
-            raise ValueError(
-                f"{f}: stored as color/multi-sample image (axes {axes}, shape {s}); "
-                "expected grayscale slices (write with photometric='minisblack')"
-            )
-        if len(s) == 2:
-            s = (1, *s)
-        if len(s) != 3:
-            raise ValueError(f"{f}: expected a 2D slice or a 3D (z, y, x) grayscale stack, got shape {s}")
-        if s[0] == 0 or 0 in s[1:]:
-            raise ValueError(f"{f}: holds no slices (shape {s})")
-        if pages not in (1, s[0]) or (pages == 1 and s[0] > 1 and not _contiguous(f)):
-            raise ValueError(
-                f"{f}: truncated or damaged: its header announces {s[0]} slices but {pages} pages are readable"
-            )
-        if shape is None:
-            shape, dtype = s[1:], d
-        elif s[1:] != shape or d != dtype:
-            raise ValueError(f"{f}: slices are {s[1:]} {d}, but earlier files have {shape} {dtype}")
-        count += s[0]
-    assert shape is not None and dtype is not None
-    return count, shape, dtype
+            attrs["label_convention"] = survey.convention(str(job.source), job.label_convention)
+        except ValueError:
+            remove(job.store)  # the source is wrong: copying it again cannot help
+            raise
+    else:
+        attrs["intensity"] = stats.result().to_dict()
+    set_attrs(job.store, attrs)
+    remove(job.store / SLABS_DIR)
+    return finish_partial(job.out, grid=plan.slabs)
+
+
+def ingest(
+    source: str | Path,
+    out: str | Path,
+    kind: str = "image",
+    voxel_size: Sequence[float] = tuple(default("dataset", "voxel_size")),
+    chunks: Sequence[int] = tuple(defaults("ingest")["chunks"]),
+    unit: str = default("dataset", "unit"),
+    z_range: Sequence[int] | None = None,
+    label_convention: str | None = None,
+) -> Path:
+    """Convert `source` into the OME-Zarr image `out` (axes zyx) in this process, or use a zarr source of images
+    in place (`reference`); returns `out`. Labels are checked against `label_convention` when it is declared,
+    recognized when binary, refused otherwise (`LabelSurvey.convention`). A failure leaves no partial store."""
+    if kind == "image" and is_zarr_source(source):
+        return reference(source, out, voxel_size, unit, z_range)
+    job = IngestJob(
+        str(source),
+        str(out),
+        kind,
+        tuple(float(v) for v in voxel_size),
+        tuple(int(c) for c in chunks),
+        unit,
+        tuple(int(v) for v in z_range) if z_range is not None else None,
+        label_convention,
+    )
+    with exclusive(job.out):
+        try:
+            copy_slabs(job)
+            return finish(job)
+        except BaseException:
+            remove(job.store)
+            raise
 
 
 def source_shape(source: str | Path) -> tuple[int, int, int]:
     """(z, y, x) of a source from its metadata alone (no pixel is read): the shape ingest gives its store."""
     if is_zarr_source(source):
         return tuple(_zarr_volume(source).shape)  # type: ignore[return-value]
-    depth, shape, _ = _page_shapes(resolve_sources(source))
+    depth, shape, _ = page_shapes(resolve_sources(source))
     return (depth, *shape)
 
 
@@ -171,124 +340,3 @@ def _metadata_digest(node) -> str:
         paths = [d["path"] for ms in ome.get("multiscales", []) for d in ms["datasets"]]
         parts += [node[path].metadata.to_dict() for path in paths]
     return digest(parts)
-
-
-def _contiguous(f: Path) -> bool:
-    """Whether a one-page series of several slices is a contiguous block (tifffile's shaped files) that lies
-    wholly inside the file."""
-    with tifffile.TiffFile(f) as tif:
-        series = tif.series[0]
-        offset = series.dataoffset
-        return offset is not None and offset + series.nbytes <= f.stat().st_size
-
-
-def _check_page(f: Path, page, index: int) -> None:
-    """Refuse a page whose data lie (partly) beyond the end of the file: tifffile would return zeros."""
-    size = f.stat().st_size
-    for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
-        if offset + count > size:
-            raise ValueError(
-                f"{f}: page {index} is truncated (its data end at byte {offset + count}, the file at {size})"
-            )
-
-
-def iter_slabs(files: Sequence[Path], depth: int, z_range: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-    """Yield consecutive (<= depth, y, x) slabs of slices across all files, reading one page at a time.
-
-    With `z_range = (start, stop)` only slices start..stop-1 (counted across all files) are read.
-    """
-    buffer: list[np.ndarray] = []
-    z = 0
-    for f in files:
-        with tifffile.TiffFile(f) as tif:
-            series = tif.series[0]
-            for k in range(len(series.pages)):
-                z += 1
-                if z_range is not None and not z_range[0] <= z - 1 < z_range[1]:
-                    continue
-                try:
-                    page = series.pages[k]
-                except Exception as exc:  # tifffile's many errors on a damaged page
-                    raise ValueError(f"{f}: page {k} is damaged ({type(exc).__name__}: {exc})") from exc
-                _check_page(f, page, k)
-                try:
-                    buffer.append(page.asarray())
-                except Exception as exc:
-                    raise ValueError(f"{f}: page {k} is damaged ({type(exc).__name__}: {exc})") from exc
-                if len(buffer) == depth:
-                    yield np.stack(buffer)
-                    buffer = []
-    if buffer:
-        yield np.stack(buffer)
-
-
-def ingest(
-    source: str | Path,
-    out: str | Path,
-    kind: str = "image",
-    voxel_size: Sequence[float] = tuple(default("dataset", "voxel_size")),
-    chunks: Sequence[int] = tuple(defaults("ingest")["chunks"]),
-    unit: str = default("dataset", "unit"),
-    z_range: Sequence[int] | None = None,
-    label_convention: str | None = None,
-) -> Path:
-    """Convert `source` into the OME-Zarr image `out` (axes zyx); returns `out`. Labels are checked against
-    `label_convention` when it is declared, recognized when binary, refused otherwise (`LabelSurvey.convention`)."""
-    if kind not in ("image", "labels"):
-        raise ValueError(f"kind must be 'image' or 'labels', got {kind!r}")
-    if is_zarr_source(source):
-        if kind == "image":  # used in place
-            return reference(source, out, voxel_size, unit, z_range)
-        volume = _zarr_volume(source)  # labels are copied: they are checked as they stream
-        files, (depth, *shape), dtype = [Path(str(source))], volume.shape, volume.dtype
-    else:
-        files = resolve_sources(source)
-        depth, shape, dtype = _page_shapes(files)
-    if z_range is not None:
-        z_range = _checked_z_range(source, z_range, depth)
-        depth = z_range[1] - z_range[0]
-    if is_zarr_source(source):
-        slabs = _zarr_slabs(volume, max(1, int(chunks[0])), z_range or (0, depth))
-    else:
-        slabs = iter_slabs(files, max(1, int(chunks[0])), z_range)
-    full = (depth, *shape)
-    survey = LabelSurvey()
-    stats = RunningStats()
-    content = ContentDigest()
-    with atomic_output(out) as tmp:
-        array = create_image(tmp, full, dtype, chunks, "zyx", voxel_size, unit)
-        z = 0
-        for slab in slabs:
-            if np.issubdtype(slab.dtype, np.floating) and not np.isfinite(slab).all():
-                bad = z + int(np.flatnonzero(~np.isfinite(slab).reshape(len(slab), -1).all(axis=1))[0])
-                raise ValueError(
-                    f"{source}: slice {bad} holds NaN or infinite values; they would spread through every "
-                    "prediction, so they are refused (replace them in the source first)"
-                )
-            array[z : z + len(slab)] = slab
-            content.update(slab)
-            if kind == "labels":
-                survey.add(slab)
-            else:
-                stats.add(slab)
-            z += len(slab)
-        settings = {
-            "kind": kind,
-            "chunks": [int(c) for c in chunks],
-            "voxel_size": [float(v) for v in voxel_size],
-            "unit": unit,
-            "z_range": list(z_range) if z_range else None,
-            "label_convention": label_convention,
-        }
-        attrs = {
-            "kind": kind,
-            "source": [str(f) for f in files],
-            "z_range": settings["z_range"],
-            RECORD_KEY: make_record({"data": content.hexdigest()}, settings, stage_code("ingest")),
-        }
-        if kind == "labels":
-            attrs["label_convention"] = survey.convention(str(source), label_convention)
-        else:
-            attrs["intensity"] = stats.result().to_dict()
-        set_attrs(tmp, attrs)
-    return Path(out)

@@ -18,7 +18,7 @@ import numpy as np
 import zarr
 
 from unetflow.blocks import BlockGrid, count_done, file_grid, finish_partial, is_done, open_partial, record_done, shard
-from unetflow.labels import connectivity_structure
+from unetflow.labels import structure_for
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
 from unetflow.settings import check, defaults, result_settings
 from unetflow.store import (
@@ -36,17 +36,6 @@ from unetflow.unit_labels import summary_path as _summary_path
 
 _D = defaults("segment")
 _RESULT = tuple(result_settings("segment", _D, "segment"))  # the settings that change a segmentation
-
-
-def structure_for(dims: int, connectivity: int) -> np.ndarray:
-    """The 3 x 3 x 3 neighbourhood of a zyx volume: a 2D one in the middle plane for per-slice cells."""
-    if dims == 3:
-        return connectivity_structure(3, connectivity)
-    if connectivity not in (4, 8):
-        raise ValueError(f"segment.connectivity {connectivity} is for 3D; per slice (dims 2) use 4 or 8")
-    structure = np.zeros((3, 3, 3), bool)
-    structure[1] = connectivity_structure(2, connectivity)
-    return structure
 
 
 @dataclass(frozen=True)
