@@ -21,6 +21,8 @@ import tifffile
 import zarr
 from zarr.storage import LocalStore
 
+from unetflow.pyramid import level_shape, levels_of
+
 OME_VERSION = "0.5"
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -56,24 +58,24 @@ def _axis_entry(name: str, unit: str) -> dict[str, str]:
 
 
 def ome_attributes(
-    axes: str, voxel_size: Sequence[float], unit: str = "nanometer", name: str = "image"
+    axes: str, voxel_size: Sequence[float], unit: str = "nanometer", name: str = "image", levels: int = 0
 ) -> dict[str, Any]:
-    """The `ome` group attribute of an NGFF 0.5 multiscale image with one scale level."""
+    """The `ome` group attribute of an NGFF 0.5 multiscale image: full resolution at path "0", and `levels` more
+    that halve y and x each (`unetflow.pyramid`)."""
     spatial = [a for a in axes if a != "c"]
     if len(voxel_size) != len(spatial):
         raise ValueError(f"voxel_size {list(voxel_size)} must have one entry per axis of {spatial}")
     scale, it = [], iter(voxel_size)
     for a in axes:
         scale.append(1.0 if a == "c" else float(next(it)))
+    datasets = []
+    for k in range(levels + 1):
+        factors = [1.0] * (len(axes) - 2) + [2.0**k] * 2
+        level = [s * f for s, f in zip(scale, factors, strict=True)]
+        datasets.append({"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": level}]})
     return {
         "version": OME_VERSION,
-        "multiscales": [
-            {
-                "name": name,
-                "axes": [_axis_entry(a, unit) for a in axes],
-                "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-            }
-        ],
+        "multiscales": [{"name": name, "axes": [_axis_entry(a, unit) for a in axes], "datasets": datasets}],
     }
 
 
@@ -88,11 +90,14 @@ def create_image(
     attrs: dict[str, Any] | None = None,
     fill_value: Any = 0,
     shards: Sequence[int] | None = None,
+    levels: int = 0,
 ) -> zarr.Array:
     """Create an empty OME-Zarr image at `path` (overwriting) and return its writable full-resolution array.
 
     With `shards` (whole multiples of `chunks`), chunks are stored in zarr v3 shards of that shape, one file
-    each: a writer must then write whole shards, one writer per shard."""
+    each: a writer must then write whole shards, one writer per shard. With `levels`, arrays "1".."levels" halve
+    y and x each, in files that halve likewise (so that the writer of a file of level 0 writes its share of every
+    level: `write_levels`)."""
     if len(axes) != len(shape) or len(chunks) != len(shape):
         raise ValueError(f"axes {axes!r}, shape {tuple(shape)} and chunks {tuple(chunks)} disagree")
     spatial = sum(a != "c" for a in axes)
@@ -105,26 +110,55 @@ def create_image(
     if shards is None:
         chunks = tuple(max(1, min(int(c), int(s))) for c, s in zip(chunks, shape, strict=True))
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    group.attrs["ome"] = ome_attributes(axes, voxel_size, unit, name=Path(path).name)
+    group.attrs["ome"] = ome_attributes(axes, voxel_size, unit, name=_final_name(path), levels=levels)
     group.attrs["unetflow"] = attrs or {}
-    return group.create_array(
-        "0",
-        shape=tuple(int(s) for s in shape),
-        chunks=tuple(int(c) for c in chunks),
-        shards=tuple(int(f) for f in shards) if shards is not None else None,
-        dtype=dtype,
-        fill_value=fill_value,
-        dimension_names=list(axes),
-        # Every chunk is written, even one that equals the fill value, so that a complete store holds all of its
-        # chunks and a missing one is detected (`open_image`) instead of read as fill value.
-        config={"write_empty_chunks": True},
-    )
+    files = tuple(int(f) for f in shards) if shards is not None else tuple(int(c) for c in chunks)
+    arrays = []
+    for k in range(levels + 1):
+        level_files = (*files[:-2], *(max(1, f // 2**k) for f in files[-2:]))
+        level_chunks = tuple(min(int(c), f) for c, f in zip(chunks, level_files, strict=True))
+        arrays.append(
+            group.create_array(
+                str(k),
+                shape=level_shape(shape, k),
+                chunks=level_chunks,
+                shards=level_files if shards is not None and level_files != level_chunks else None,
+                dtype=dtype,
+                fill_value=fill_value,
+                dimension_names=list(axes),
+                # Every chunk is written, even one that equals the fill value, so that a complete store holds all
+                # of its chunks and a missing one is detected (`open_image`) instead of read as fill value.
+                config={"write_empty_chunks": True},
+            )
+        )
+    return arrays[0]
 
 
-def open_writable(path: str | Path) -> zarr.Array:
-    """The full-resolution array of an image being built, to write into: every chunk is written, even one equal to
-    the fill value (zarr does not store that setting, so every writer opens the array this way)."""
-    return zarr.open_group(str(path), mode="r+")["0"].with_config({"write_empty_chunks": True})
+def _final_name(path: str | Path) -> str:
+    """The name an output will have once complete (viewers show it as the layer's name), not its temporary one."""
+    name = Path(path).name
+    for mark in UNFINISHED_MARKS:
+        name = name.split(mark)[0]
+    return name
+
+
+def levels_in(path: str | Path) -> list[zarr.Array]:
+    """The writable arrays of every level of an image being built, full resolution first. Every chunk is written,
+    even one equal to the fill value (zarr does not store that setting, so every writer opens the arrays this way)."""
+    group = zarr.open_group(str(path), mode="r+")
+    paths = [d["path"] for d in group.attrs["ome"]["multiscales"][0]["datasets"]]
+    return [group[p].with_config({"write_empty_chunks": True}) for p in paths]
+
+
+def write_levels(arrays: Sequence[zarr.Array], region: tuple[slice, ...], data: np.ndarray, labels: bool) -> None:
+    """Write `data` at `region` of full resolution and its share of every further level (`unetflow.pyramid`);
+    the region starts at a multiple of 2^levels in y and x (a whole file)."""
+    arrays[0][region] = data
+    for k, level in enumerate(levels_of(data, len(arrays) - 1, labels), start=1):
+        *rest, y, x = region
+        arrays[k][(*rest, slice(y.start // 2**k, -(-y.stop // 2**k)), slice(x.start // 2**k, -(-x.stop // 2**k)))] = (
+            level
+        )
 
 
 def _open_tiff(path: Path) -> Image:

@@ -40,6 +40,7 @@ from unetflow.blocks import (
 from unetflow.intensity import RunningStats, sample_stats
 from unetflow.labels import LabelSurvey
 from unetflow.provenance import RECORD_KEY, digest, input_fingerprint, make_record, recorded, stage_code
+from unetflow.pyramid import level_count
 from unetflow.settings import default, defaults
 from unetflow.store import (
     as_zyx,
@@ -48,12 +49,13 @@ from unetflow.store import (
     exclusive,
     is_remote,
     is_zarr_source,
+    levels_in,
     ome_attributes,
     open_image,
-    open_writable,
     partial_path,
     remove,
     set_attrs,
+    write_levels,
     z_window,
 )
 from unetflow.tiff import iter_slabs, page_shapes, resolve_sources
@@ -150,11 +152,14 @@ def copy_slabs(job: IngestJob, part: tuple[int, int] = (0, 1)) -> int:
     def create(fresh: Path) -> None:
         # Until `finish` records the content, the partial store is named by what it is a copy of.
         attrs = {RECORD_KEY: {"fingerprint": identity}}
-        create_image(fresh, plan.shape, plan.dtype, chunks, "zyx", job.voxel_size, job.unit, attrs, shards=files)
+        levels = level_count(plan.shape[-2:], files[-2:])
+        create_image(
+            fresh, plan.shape, plan.dtype, chunks, "zyx", job.voxel_size, job.unit, attrs, shards=files, levels=levels
+        )
         (fresh / SLABS_DIR).mkdir()
 
     open_partial(job.store, identity, create)
-    target = open_writable(job.store)
+    levels = levels_in(job.store)
     done = 0
     for block in shard(plan.slabs, *part):
         if is_done(job.store, block.index):
@@ -167,7 +172,8 @@ def copy_slabs(job: IngestJob, part: tuple[int, int] = (0, 1)) -> int:
                 f"{job.source}: slice {plan.start + bad} holds NaN or infinite values; they would spread through "
                 "every prediction, so they are refused (replace them in the source first)"
             )
-        target[z0:z1] = slab
+        whole = (slice(z0, z1), slice(0, plan.shape[1]), slice(0, plan.shape[2]))
+        write_levels(levels, whole, slab, labels=job.kind == "labels")
         summary: dict[str, Any] = {"digest": _digest(slab)}
         if job.kind == "labels":
             survey = LabelSurvey()

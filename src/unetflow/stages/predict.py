@@ -41,6 +41,7 @@ from unetflow.inference.tiling import BlockPlan, plan_blocks
 from unetflow.intensity import image_stats
 from unetflow.models.checkpoint import load_model
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
+from unetflow.pyramid import level_count
 from unetflow.runtime import release_free_memory, resolve_precision, select_device, set_threads
 from unetflow.settings import check, defaults
 from unetflow.store import (
@@ -49,9 +50,10 @@ from unetflow.store import (
     create_image,
     encode_probabilities,
     exclusive,
+    levels_in,
     open_image,
-    open_writable,
     partial_path,
+    write_levels,
     z_window,
 )
 
@@ -132,7 +134,7 @@ class _Worker:
     plan: BlockPlan
     groups: BlockGrid
     stats: Any
-    target: zarr.Array
+    levels: list[zarr.Array]  # the output's arrays, full resolution first
 
 
 _workers: dict[PredictJob, _Worker] = {}
@@ -165,14 +167,14 @@ def _worker(job: PredictJob) -> _Worker:
             model, _ = load_model(job.model, device)
             image = _source(job)
             plan = plan_blocks(image.shape, job.block, model.geometries, model.config.dims, model.config.slice_context)
-            target = open_writable(job.store)
+            levels = levels_in(job.store)
             _workers[job] = _Worker(
                 TileInferer(model, device, job.batch_size, job.precision, job.tta),
                 image,
                 plan,
                 file_groups(image.shape, job),
                 image_stats(image),
-                target,
+                levels,
             )
         return _workers[job]
 
@@ -188,7 +190,7 @@ def process_group(job: PredictJob, index: tuple[int, ...]) -> int:
     w = _worker(job)
     group = w.groups.block(index)
     origin = [r.start for r in group.write]
-    out = np.empty((w.target.shape[0], *(r.stop - r.start for r in group.write)), dtype=job.dtype)
+    out = np.empty((w.levels[0].shape[0], *(r.stop - r.start for r in group.write)), dtype=job.dtype)
     for block_index in blocks_of_group(w.plan.blocks, group):
         block = w.plan.blocks.block(block_index)
         try:
@@ -200,7 +202,7 @@ def process_group(job: PredictJob, index: tuple[int, ...]) -> int:
         inside = tuple(slice(r.start - o, r.stop - o) for r, o in zip(block.write, origin, strict=True))
         out[(slice(None), *inside)] = encode_probabilities(probs, job.dtype)
         release_free_memory()
-    w.target[(slice(None), *group.write)] = out
+    write_levels(w.levels, (slice(None), *group.write), out, labels=False)
     record_done(job.store, index)
     return int(np.prod(out.shape[1:]))
 
@@ -232,7 +234,10 @@ def prepare_store(job: PredictJob, shape: tuple[int, ...], image: Image, attrs: 
 
     def create(fresh: Path) -> None:
         chunks, files = (shape[0], *job.block), (shape[0], *(job.group or job.block))
-        create_image(fresh, shape, job.dtype, chunks, "czyx", image.voxel_size, image.unit, attrs=attrs, shards=files)
+        levels = level_count(shape[-2:], files[-2:])
+        create_image(
+            fresh, shape, job.dtype, chunks, "czyx", image.voxel_size, image.unit, attrs, shards=files, levels=levels
+        )
 
     return open_partial(job.store, attrs[RECORD_KEY]["fingerprint"], create)
 

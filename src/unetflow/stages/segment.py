@@ -20,16 +20,18 @@ import zarr
 from unetflow.blocks import BlockGrid, count_done, file_grid, finish_partial, is_done, open_partial, record_done, shard
 from unetflow.labels import structure_for
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
+from unetflow.pyramid import level_count
 from unetflow.settings import check, defaults, result_settings
 from unetflow.store import (
     Image,
     create_image,
     decode_probabilities,
     exclusive,
+    levels_in,
     open_image,
-    open_writable,
     partial_path,
     remove,
+    write_levels,
 )
 from unetflow.unit_labels import Numbering, label_unit, load_summary, merge_units, relabel_unit, save_summary
 from unetflow.unit_labels import summary_path as _summary_path
@@ -165,6 +167,7 @@ def merge(job: SegmentJob) -> Numbering:
             probs.unit,
             attrs,
             shards=plan.grid.block_shape,
+            levels=level_count(plan.grid.shape[-2:], plan.grid.block_shape[-2:]),
         )
 
     open_partial(job.store, plan.record["fingerprint"], create)
@@ -177,7 +180,7 @@ def relabel(job: SegmentJob, part: tuple[int, int] = (0, 1)) -> int:
     _require_fingerprint(job.store, plan.record, "segment --phase merge")
     numbering = Numbering.load(job.units / "numbering.npz")
     source = zarr.open_group(str(job.units), mode="r")["0"]
-    target = open_writable(job.store)
+    levels = levels_in(job.store)
     done = 0
     for block in shard(plan.grid, *part):
         if is_done(job.store, block.index):
@@ -185,7 +188,7 @@ def relabel(job: SegmentJob, part: tuple[int, int] = (0, 1)) -> int:
         summary = load_summary(_summary_path(job.units / "summaries", block.index))
         linear = int(np.ravel_multi_index(block.index, plan.grid.counts))
         ids = relabel_unit(source[block.write], linear, summary.complete, numbering)
-        target[block.write] = ids.astype(target.dtype)
+        write_levels(levels, block.write, ids.astype(levels[0].dtype), labels=True)
         record_done(job.store, block.index)
         done += 1
     return done
