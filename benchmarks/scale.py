@@ -8,6 +8,9 @@ Builds sparse logical volumes (plain zarr, metadata only: every chunk absent, re
 - predict: plans shard 0 of the volume's automatic number of jobs (`predict.shard_mvoxels`) exactly as
   `unetflow predict --shard 0/N` does (resolve the job, create or reuse the partial output, find the shard's
   pending files), then computes, writes and records its first file (a zarr shard of blocks);
+- ingest of a TIFF stack (a sparse file of the same size): the first copying job, to its first slab;
+- weights: the first labelling job of a weight map on a label store of the same size (chunks absent), to its
+  first unit;
 - segment: the first labelling job (`unetflow segment --phase label --shard 0/N`) on a finished probability store
   of the same size (64 MiB files, only the first written), to its first labelled unit.
 
@@ -95,6 +98,41 @@ def segment_job(probabilities: str, out: str) -> dict:
     return {"jobs": jobs, "first unit s": round(first - started, 3), "peak RSS MiB": peak_mib()}
 
 
+def tiff_job(tiff: str, out: str) -> dict:
+    """Shard 0 of a TIFF stack's automatic number of copying jobs (`ingest.shard_mvoxels`), to its first slab."""
+    from unetflow.settings import defaults
+    from unetflow.stages import ingest
+
+    shape = ingest.source_shape(tiff)
+    jobs = max(1, math.ceil(math.prod(shape) / (defaults("ingest")["shard_mvoxels"] * 1e6)))
+    started = time.perf_counter()
+    ingest.copy_slabs(ingest.IngestJob(tiff, out), (0, jobs), limit=1)
+    return {"jobs": jobs, "first unit s": round(time.perf_counter() - started, 3), "peak RSS MiB": peak_mib()}
+
+
+def weights_job(labels: str, out: str) -> dict:
+    """Shard 0 of a label volume's automatic number of weight-map labelling jobs, to its first unit."""
+    from unetflow.settings import defaults
+    from unetflow.stages import weights
+    from unetflow.store import open_image
+
+    shape = open_image(labels).shape
+    jobs = max(1, math.ceil(math.prod(shape) / (defaults("weights")["shard_mvoxels"] * 1e6)))
+    started = time.perf_counter()
+    weights.label(weights.WeightsJob(labels, out, weights.WeightParams()), (0, jobs), limit=1)
+    return {"jobs": jobs, "first unit s": round(time.perf_counter() - started, 3), "peak RSS MiB": peak_mib()}
+
+
+def sparse_labels(path: Path, shape: tuple[int, ...]) -> None:
+    """A label store as ingest makes it (binary 0/255, 1 x 512 x 512 chunks in 64 MiB files), chunks absent."""
+    import numpy as np
+
+    from unetflow.store import create_image
+
+    attrs = {"kind": "labels", "label_convention": "binary255"}
+    create_image(path, shape, np.uint8, (1, 512, 512), "zyx", attrs=attrs, shards=(1, 8192, 8192))
+
+
 def sparse_probabilities(path: Path, shape: tuple[int, ...]) -> None:
     """A finished probability store of `shape` (float16, 64 MiB files of 16 x 16 blocks of 256 x 256) with only its
     first file written: what the first labelling unit of shard 0 reads."""
@@ -139,6 +177,10 @@ def main() -> None:
         stage, *args = a.job
         if stage == "ingest":
             figures = ingest_job(*args)
+        elif stage == "tiff":
+            figures = tiff_job(*args)
+        elif stage == "weights":
+            figures = weights_job(*args)
         elif stage == "segment":
             figures = segment_job(*args)
         else:
@@ -159,14 +201,27 @@ def main() -> None:
     torch.manual_seed(0)
     model = root / "model.pt"
     save_checkpoint(model, UNet(UNetConfig(base_width=4, levels=3, dropout=0)))
-    rows: dict[str, dict[str, dict]] = {"ingest (in place)": {}, "predict": {}, "segment (label)": {}}
+    import tifffile
+
+    rows: dict[str, dict[str, dict]] = {
+        "ingest (in place)": {},
+        "ingest (TIFF)": {},
+        "weights (label)": {},
+        "predict": {},
+        "segment (label)": {},
+    }
     volumes = {}
     for name, shape in SIZES.items():
         tag = name.replace(" ", "")
         volume = volumes[name] = root / f"{tag}.zarr"
         zarr.create_array(str(volume), shape=shape, chunks=(1, 1024, 1024), dtype=np.uint8, fill_value=0)
+        tiff = root / f"{tag}.tif"
+        tifffile.memmap(str(tiff), shape=shape, dtype=np.uint8, photometric="minisblack")  # a sparse file
+        sparse_labels(root / f"{tag}-labels.ome.zarr", shape)
         stages = {
             "ingest (in place)": ["ingest", str(volume), str(root / f"{tag}-ref.ome.zarr")],
+            "ingest (TIFF)": ["tiff", str(tiff), str(root / f"{tag}-copy.ome.zarr")],
+            "weights (label)": ["weights", str(root / f"{tag}-labels.ome.zarr"), str(root / f"{tag}-w.ome.zarr")],
             "predict": ["predict", str(root / f"{tag}-ref.ome.zarr"), str(model), str(root / f"{tag}-p.ome.zarr")],
         }
         stages["predict"].append(json.dumps(a.block))

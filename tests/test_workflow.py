@@ -101,13 +101,17 @@ def test_a_stack_copied_by_several_jobs_equals_one_copy(pipeline, tmp_path):
     shutil.copytree(pipeline, work, symlinks=True)
     config = yaml.safe_load((work / "tiny.yaml").read_text())
     config["ingest"] = {"shard_mvoxels": 0.01}  # 3 x 96 x 96 voxels at 10 000 per job: 3 jobs
+    config["weights"] = {"shard_mvoxels": 0.01}  # the weight map likewise (the same map: the same key)
     (work / "slabs.yaml").write_text(yaml.safe_dump(config))
+    (weights,) = (work / "results" / "data" / "tiny_train").glob("weights-*.ome.zarr")
     stores = [f"results/data/tiny_train/{kind}.ome.zarr" for kind in ("images", "labels")]
+    stores.append(str(weights.relative_to(work)))
     for store in stores:
         shutil.rmtree(work / store)
     run = snakemake(work, *stores, "--configfile", "slabs.yaml")
     assert run.returncode == 0, run.stderr[-4000:]
-    assert "rule ingest_shard" in run.stdout + run.stderr
+    for rule in ("ingest_shard", "weights_label", "weights_merge", "weights_compute"):
+        assert f"rule {rule}" in run.stdout + run.stderr
     for store in stores:
         split, whole = open_image(work / store), open_image(pipeline / store)
         assert np.array_equal(split.array[:], whole.array[:]) and split.attrs == whole.attrs

@@ -162,6 +162,27 @@ class _Every(Sequence):
         return self.items[self.first + (k % len(self)) * self.step]
 
 
+def run_units(
+    store: str | Path,
+    grid: BlockGrid,
+    part: tuple[int, int],
+    work: Callable[[Block], object],
+    limit: int | None = None,
+) -> int:
+    """`work(block)` for each block of job `part` (i of n) of `grid` not yet recorded in `store`, each recorded once
+    done, at most `limit` of them (a time-boxed run; the next one resumes). Returns how many ran."""
+    done = 0
+    for block in shard(grid, *part):
+        if limit is not None and done >= limit:
+            break
+        if is_done(store, block.index):
+            continue
+        work(block)
+        record_done(store, block.index)
+        done += 1
+    return done
+
+
 def mirror_indices(start: int, stop: int, size: int) -> np.ndarray:
     """Indices [start, stop) folded into [0, size) by mirroring at the borders (edge pixel not repeated)."""
     idx = np.arange(start, stop)

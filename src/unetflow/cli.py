@@ -53,9 +53,20 @@ def cmd_ingest(a: argparse.Namespace) -> None:
 
 
 def cmd_weights(a: argparse.Namespace) -> None:
-    from unetflow.stages.weights import WeightParams, compute_weights
+    from unetflow.stages import weights
 
-    compute_weights(a.labels, a.out, WeightParams.from_dict(a.settings))
+    params = weights.WeightParams.from_dict(a.settings)
+    if a.phase is None and not a.gather:
+        print(weights.compute_weights(a.labels, a.out, params))
+        return
+    job = weights.WeightsJob(a.labels, a.out, params)
+    if a.gather:
+        print(weights.gather(job))
+    elif a.phase == "merge":
+        weights.merge(job)
+    else:
+        step = weights.label if a.phase == "label" else weights.compute
+        print(f"weights {a.phase}: {step(job, a.shard)} units done")
 
 
 def cmd_figure_weights(a: argparse.Namespace) -> None:
@@ -169,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("labels")
     s.add_argument("out")
     s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="weights"))
+    s.add_argument(
+        "--phase", choices=["label", "merge", "compute"], default=None, help="one step of a map split into jobs"
+    )
+    s.add_argument(
+        "--shard", type=_shard, default=(0, 1), help="label or compute only the i-th of N unit subsets (i/N)"
+    )
+    s.add_argument("--gather", action="store_true", help="check that every unit is computed and finish the map")
     s.set_defaults(func=cmd_weights)
 
     s = sub.add_parser("figure-weights", help="PNG: image, labels and weight map of one slice")

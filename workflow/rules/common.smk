@@ -49,6 +49,19 @@ def as_json(value):
     return json.dumps(value, sort_keys=True)
 
 
+def done_markers(pattern, jobs):
+    """The done-markers of a step split into `jobs(wildcards)` jobs (none for one job): `pattern` under results/,
+    with the wildcards of the job that waits for them and {shard}."""
+
+    def markers(wc):
+        n = jobs(wc)
+        if n == 1:
+            return []
+        return [results(pattern.format(**dict(wc.items()), shard=i)) for i in range(n)]
+
+    return markers
+
+
 class Scheduling:
     """Command-line options that decide how a job runs, never its result (threads, devices, workers). Snakemake's
     params trigger skips values it cannot represent as plain data, so these reach the shell command without making
@@ -183,10 +196,31 @@ def labels_zarr(name):
 
 def weights_key(exp):
     """Weight maps are keyed by their settings: experiments with other settings never share or overwrite one."""
-    return digest(exp["weights"])[:10]
+    return digest(weight_settings(exp))[:10]
 
 
-WEIGHT_SETTINGS = {weights_key(exp): exp["weights"] for exp in EXPERIMENTS.values()}
+def weight_settings(exp):
+    """The weight-map settings of an experiment that change the map."""
+    return result_settings("weights", exp["weights"], "weights")
+
+
+WEIGHT_SETTINGS = {
+    weights_key(exp): weight_settings(exp) for exp in EXPERIMENTS.values()
+}
+# How a map is split into jobs: the first experiment's scheduling settings for a key.
+WEIGHT_JOBS = {}
+for _exp in EXPERIMENTS.values():
+    WEIGHT_JOBS.setdefault(weights_key(_exp), _exp["weights"])
+
+
+def weights_jobs(wildcards):
+    """Jobs per step of a weight map: `weights.shards`, or one per `weights.shard_mvoxels` of the label volume."""
+    w = WEIGHT_JOBS[wildcards.wkey]
+    if w["shards"]:
+        return w["shards"]
+    shape = dataset_shape(wildcards.dataset, "labels")
+    voxels = math.prod(shape) if shape else 0
+    return max(1, math.ceil(voxels / (w["shard_mvoxels"] * 1e6)))
 
 
 def weights_zarr(name, exp):
@@ -278,17 +312,9 @@ def ingest_jobs(wildcards):
     return max(1, math.ceil(voxels / (config["ingest"]["shard_mvoxels"] * 1e6)))
 
 
-def ingest_steps(wildcards):
-    """The done-markers of a dataset's copying jobs (none for one job)."""
-    n = ingest_jobs(wildcards)
-    if n == 1:
-        return []
-    return expand(
-        results(
-            f"data/{wildcards.dataset}/ingest_shards/{wildcards.kind}{{shard}}.done"
-        ),
-        shard=range(n),
-    )
+ingest_steps = done_markers(
+    "data/{dataset}/ingest_shards/{kind}{shard}.done", lambda wc: ingest_jobs(wc)
+)
 
 
 def predicted_voxels(run, volume):
@@ -324,18 +350,17 @@ segment_jobs = jobs_of("segment")
 
 
 def segment_steps(step):
-    """The done-markers of one step's jobs of a volume split into `segment.shards` jobs (none for one job)."""
+    """The done-markers of one step's jobs of a volume split into segmentation jobs."""
+    return done_markers(
+        f"{{run}}/{{volume}}/segment_shards/{step}{{shard}}.done", segment_jobs
+    )
 
-    def steps(wc):
-        n = segment_jobs(wc)
-        if n == 1:
-            return []
-        return expand(
-            results(f"{wc.run}/{wc.volume}/segment_shards/{step}{{shard}}.done"),
-            shard=range(n),
-        )
 
-    return steps
+def weights_steps(step):
+    """The done-markers of one step's jobs of a label volume split into weight-map jobs."""
+    return done_markers(
+        f"data/{{dataset}}/weights_shards/{{wkey}}-{step}{{shard}}.done", weights_jobs
+    )
 
 
 def predict_job(wildcards):

@@ -27,15 +27,14 @@ import numpy as np
 import zarr
 
 from unetflow.blocks import (
+    Block,
     BlockGrid,
     block_grid,
     count_done,
     finish_partial,
     group_shape,
-    is_done,
     open_partial,
-    record_done,
-    shard,
+    run_units,
 )
 from unetflow.intensity import RunningStats, sample_stats
 from unetflow.labels import LabelSurvey
@@ -160,10 +159,8 @@ def copy_slabs(job: IngestJob, part: tuple[int, int] = (0, 1)) -> int:
 
     open_partial(job.store, identity, create)
     levels = levels_in(job.store)
-    done = 0
-    for block in shard(plan.slabs, *part):
-        if is_done(job.store, block.index):
-            continue
+
+    def one(block: Block) -> None:
         z0, z1 = block.write[0].start, block.write[0].stop
         slab = _read_slab(job, plan, z0, z1)
         if np.issubdtype(slab.dtype, np.floating) and not np.isfinite(slab).all():
@@ -186,9 +183,8 @@ def copy_slabs(job: IngestJob, part: tuple[int, int] = (0, 1)) -> int:
         path = _slab_record(job.store, block.index)
         path.with_suffix(".tmp").write_text(json.dumps(summary))
         path.with_suffix(".tmp").replace(path)
-        record_done(job.store, block.index)
-        done += 1
-    return done
+
+    return run_units(job.store, plan.slabs, part, one)
 
 
 def _digest(slab: np.ndarray) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from unetflow.blocks import BlockGrid, count_done, file_grid, finish_partial, is_done, open_partial, record_done, shard
+from unetflow.blocks import Block, BlockGrid, count_done, file_grid, finish_partial, open_partial, run_units
 from unetflow.labels import structure_for
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
 from unetflow.pyramid import level_count
@@ -120,19 +120,14 @@ def label(job: SegmentJob, part: tuple[int, int] = (0, 1), limit: int | None = N
 
     open_partial(job.units, plan.record["fingerprint"], create)
     target = zarr.open_group(str(job.units), mode="r+")["0"]
-    done = 0
-    for block in shard(plan.grid, *part):
-        if limit is not None and done >= limit:
-            break
-        if is_done(job.units, block.index):
-            continue
+
+    def one(block: Block) -> None:
         stored = plan.probs.array[(job.cell_class, *block.write)]
         labels, summary = label_unit(decode_probabilities(stored) > job.threshold, plan.structure, job.min_size)
         target[block.write] = labels
         save_summary(_summary_path(job.units / "summaries", block.index), summary)
-        record_done(job.units, block.index)
-        done += 1
-    return done
+
+    return run_units(job.units, plan.grid, part, one, limit)
 
 
 def merge(job: SegmentJob) -> Numbering:
@@ -181,17 +176,14 @@ def relabel(job: SegmentJob, part: tuple[int, int] = (0, 1)) -> int:
     numbering = Numbering.load(job.units / "numbering.npz")
     source = zarr.open_group(str(job.units), mode="r")["0"]
     levels = levels_in(job.store)
-    done = 0
-    for block in shard(plan.grid, *part):
-        if is_done(job.store, block.index):
-            continue
+
+    def one(block: Block) -> None:
         summary = load_summary(_summary_path(job.units / "summaries", block.index))
         linear = int(np.ravel_multi_index(block.index, plan.grid.counts))
         ids = relabel_unit(source[block.write], linear, summary.complete, numbering)
         write_levels(levels, block.write, ids.astype(levels[0].dtype), labels=True)
-        record_done(job.store, block.index)
-        done += 1
-    return done
+
+    return run_units(job.store, plan.grid, part, one)
 
 
 def gather(job: SegmentJob) -> Path:

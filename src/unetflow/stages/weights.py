@@ -15,25 +15,44 @@ The boundary term is below `tolerance * w_membrane` (at most that fraction of th
 applies to) once d1 + d2 > R = sigma * sqrt(2 ln(w0 / (tolerance * w_membrane))); with the default
 tolerance 5e-7 the result is within a relative 1e-6 of the exact definition. So each cell's distance
 transform runs only on its bounding box grown by R (`unetflow.distance.two_nearest`): the cost grows with
-pixels, not with cells times pixels, and R is also the halo a chunk needs (see `halo`).
+pixels, not with cells times pixels, and R is also the halo a unit needs (see `halo`).
+
+At scale the map is computed unit by unit (units: files of the label store), in resumable steps that any number
+of jobs share: `label` labels each unit's cells on its own, `merge` (one job) joins them across units
+(`unetflow.unit_labels`) and sums the class counts, `compute` gives each unit its weights from the unit grown by
+the halo with globally consistent cell ids, `gather` moves the output into place. No step holds more than a unit
+and its halo, and none builds a graph of the volume's chunks.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-import dask.array as da
 import numpy as np
-from dask.array import overlap
+import zarr
 
-from unetflow.components import label as label_chunked
+from unetflow.blocks import (
+    Block,
+    BlockGrid,
+    block_grid,
+    count_done,
+    file_grid,
+    finish_partial,
+    open_partial,
+    run_units,
+)
 from unetflow.distance import two_nearest
-from unetflow.labels import INSTANCES, cell_mask, connectivity_structure, instance_labels, recorded_convention
-from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
+from unetflow.labels import INSTANCES, cell_mask, instance_labels, recorded_convention, structure_for
+from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, recorded, stage_code
 from unetflow.settings import check, defaults
-from unetflow.store import atomic_output, create_image, open_image, set_attrs
+from unetflow.store import Image, create_image, exclusive, levels_in, open_image, partial_path, remove
+from unetflow.unit_labels import Numbering, label_unit, load_summary, merge_units, relabel_unit, save_summary
+from unetflow.unit_labels import summary_path as _summary_path
 
 _D = defaults("weights")
 
@@ -59,7 +78,7 @@ class WeightParams:
         values = check("weights", d)
         if values["dims"] is None:
             values["dims"] = defaults("model")["dims"]
-        return cls(**values)
+        return cls(**{f: values[f] for f in cls.__dataclass_fields__})  # scheduling settings left out
 
     @property
     def structure_connectivity(self) -> int:
@@ -131,89 +150,211 @@ def weight_map(
     return weights_from_cells(cells, np.asarray(w_class, float), params, spacing)
 
 
-def global_cells(labels: da.Array, convention: str, params: WeightParams) -> da.Array:
-    """Instance ids over the whole volume, chunk by chunk: given ids, or connected components that are
-    consistent across chunk borders (per slice in 2D, in 3D otherwise)."""
-    if convention == INSTANCES:
-        return labels
-    mask = labels.map_blocks(lambda b: cell_mask(b, convention), dtype=bool)
-    if params.dims == 2:
-        structure = np.zeros((3, 3, 3), bool)
-        structure[1] = connectivity_structure(2, params.structure_connectivity)
+@dataclass(frozen=True)
+class WeightsJob:
+    """One weight map: the label store it is made from, where it goes, its settings and (optionally) its units."""
+
+    labels: str
+    out: str
+    params: WeightParams
+    units_shape: tuple[int, int, int] | None = None  # default: the label store's files
+
+    @property
+    def store(self) -> Path:
+        return partial_path(self.out)
+
+    @property
+    def units(self) -> Path:
+        """Where each unit's own cell labels, summaries and class counts are kept until the map is complete."""
+        return self.store.with_name(self.store.name + "-units")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    image: Image
+    convention: str
+    grid: BlockGrid
+    structure: np.ndarray
+    record: dict[str, Any]
+
+
+def _plan(job: WeightsJob) -> _Plan:
+    image = open_image(job.labels)
+    convention = recorded_convention(image.attrs, job.labels)
+    if image.axes != "zyx":
+        raise ValueError(f"{job.labels}: expected axes zyx, got {image.axes}")
+    if job.units_shape is not None:
+        unit = tuple(min(int(u), s) for u, s in zip(job.units_shape, image.shape, strict=True))
+        grid = block_grid(image.shape, unit, (0, 0, 0), unit)
     else:
-        structure = connectivity_structure(3, params.structure_connectivity)
-    return label_chunked(mask, structure)
+        grid = file_grid(Path(job.labels))
+    structure = structure_for(job.params.dims, job.params.structure_connectivity)
+    record = make_record({"labels": input_fingerprint(job.labels)}, asdict(job.params), stage_code("weights"))
+    return _Plan(image, convention, grid, structure, record)
+
+
+def _counts_path(root: Path, index: Sequence[int]) -> Path:
+    return _summary_path(root / "counts", index).with_suffix(".json")
+
+
+def label(job: WeightsJob, part: tuple[int, int] = (0, 1), limit: int | None = None) -> int:
+    """Step 1 for the units of job `part` (i of n), at most `limit` of them: each unit's cells labelled on its own
+    (binary labels) and its cell voxels counted per slice. Returns units done."""
+    plan = _plan(job)
+    unit = plan.grid.block_shape
+
+    def create(fresh: Path) -> None:
+        group = zarr.open_group(str(fresh), mode="w", zarr_format=3)
+        group.attrs["unetflow"] = {RECORD_KEY: plan.record}
+        group.create_array("0", shape=plan.grid.shape, chunks=unit, dtype=np.uint32, fill_value=0)
+
+    open_partial(job.units, plan.record["fingerprint"], create)
+    target = zarr.open_group(str(job.units), mode="r+")["0"]
+
+    def one(block: Block) -> None:
+        cell = cell_mask(np.asarray(plan.image.array[block.write]), plan.convention)
+        if plan.convention != INSTANCES:
+            local, summary = label_unit(cell, plan.structure, 0)
+            target[block.write] = local
+            save_summary(_summary_path(job.units / "summaries", block.index), summary)
+        path = _counts_path(job.units, block.index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([int(n) for n in cell.sum(axis=(1, 2))]))
+
+    return run_units(job.units, plan.grid, part, one, limit)
+
+
+def _class_weights_per_slice(job: WeightsJob, plan: _Plan) -> np.ndarray:
+    """(slices, 2) class weights (membrane, cell) from the units' counts, as `balance` asks."""
+    z, y, x = plan.grid.shape
+    cells = np.zeros(z, np.int64)
+    for k in range(len(plan.grid)):
+        block = plan.grid[k]
+        cells[block.write[0]] += json.loads(_counts_path(job.units, block.index).read_text())
+    if job.params.balance == "none":
+        return np.ones((z, 2))
+    if job.params.balance == "image" and job.params.dims == 2:
+        return np.array([class_weights([y * x - n, n]) for n in cells])
+    total = int(cells.sum())
+    return np.tile(class_weights([z * y * x - total, total]), (z, 1))
+
+
+def merge(job: WeightsJob) -> Numbering | None:
+    """Step 2 (one job): join the cells across units, class weights from the summed counts, the output created."""
+    plan = _plan(job)
+    _require(job.units, plan.record, "weights --phase label")
+    missing = len(plan.grid) - count_done(job.units)
+    if missing:
+        raise RuntimeError(f"{job.units}: {missing} units are not labelled yet; run every `--phase label` job first")
+    numbering = None
+    if plan.convention != INSTANCES:
+        numbering = merge_units(plan.grid, job.units / "summaries", plan.structure, 0)
+        numbering.save(job.units / "numbering.npz")
+    per_slice = _class_weights_per_slice(job, plan)
+    np.save(job.units / "class_weights.npy", per_slice)
+    spacing = _spacing(job, plan)
+    attrs = {
+        "kind": "weights",
+        "w0": job.params.w0,
+        "sigma": job.params.sigma,
+        "tolerance": job.params.tolerance,
+        "balance": job.params.balance,
+        "class_weights": per_slice[0].tolist() if job.params.balance != "image" else None,
+        "connectivity": job.params.structure_connectivity,
+        "dims": job.params.dims,
+        "halo": list(halo(job.params, float(per_slice[:, 0].min()), spacing)),
+        RECORD_KEY: plan.record,
+    }
+    image, unit = plan.image, plan.grid.block_shape
+    chunks = tuple(int(c) for c in image.array.chunks)
+    chunks = tuple(c if u % c == 0 else u for c, u in zip(chunks, unit, strict=True))
+
+    def create(fresh: Path) -> None:
+        create_image(fresh, image.shape, np.float32, chunks, "zyx", image.voxel_size, image.unit, attrs, shards=unit)
+
+    open_partial(job.store, plan.record["fingerprint"], create)
+    return numbering
+
+
+def _spacing(job: WeightsJob, plan: _Plan) -> tuple[float, ...]:
+    return plan.image.voxel_size[1:] if job.params.dims == 2 else plan.image.voxel_size
+
+
+def compute(job: WeightsJob, part: tuple[int, int] = (0, 1)) -> int:
+    """Step 3 for the units of job `part`: each unit's weights from the unit grown by the halo. Returns units
+    done."""
+    plan = _plan(job)
+    _require(job.store, plan.record, "weights --phase merge")
+    per_slice = np.load(job.units / "class_weights.npy")
+    numbering = Numbering.load(job.units / "numbering.npz") if plan.convention != INSTANCES else None
+    local = zarr.open_group(str(job.units), mode="r")["0"]
+    complete = lru_cache(maxsize=256)(
+        lambda index: load_summary(_summary_path(job.units / "summaries", index)).complete
+    )
+    spacing = _spacing(job, plan)
+    context = halo(job.params, float(per_slice[:, 0].min()), spacing)
+    context = (0, *context) if job.params.dims == 2 else context
+    (target,) = levels_in(job.store)
+
+    def cells_in(region: tuple[slice, ...]) -> np.ndarray:
+        """Cell ids of a region, the same for a cell wherever it is read (given ids, or joined across units)."""
+        if numbering is None:
+            return instance_labels(np.asarray(plan.image.array[region]), plan.convention)
+        out = np.zeros([r.stop - r.start for r in region], np.int64)
+        first = [r.start // b for r, b in zip(region, plan.grid.block_shape, strict=True)]
+        last = [(r.stop - 1) // b for r, b in zip(region, plan.grid.block_shape, strict=True)]
+        for index in np.ndindex(*[b - a + 1 for a, b in zip(first, last, strict=True)]):
+            index = tuple(a + i for a, i in zip(first, index, strict=True))
+            unit = plan.grid.block(index)
+            cut = tuple(
+                slice(max(r.start, w.start), min(r.stop, w.stop)) for r, w in zip(region, unit.write, strict=True)
+            )
+            inside = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(cut, unit.write, strict=True))
+            at = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(cut, region, strict=True))
+            linear = int(np.ravel_multi_index(index, plan.grid.counts))
+            out[at] = relabel_unit(local[unit.write][inside], linear, complete(index), numbering)
+        return out
+
+    def one(block: Block) -> None:
+        region = tuple(
+            slice(max(0, w.start - c), min(s, w.stop + c))
+            for w, c, s in zip(block.write, context, plan.grid.shape, strict=True)
+        )
+        cells = cells_in(region)
+        if job.params.dims == 3:
+            w = weights_from_cells(cells, per_slice[0], job.params, spacing)
+        else:
+            z0 = region[0].start
+            w = np.stack([weights_from_cells(c, per_slice[z0 + k], job.params, spacing) for k, c in enumerate(cells)])
+        crop = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(block.write, region, strict=True))
+        target[block.write] = w[crop]
+
+    return run_units(job.store, plan.grid, part, one)
+
+
+def gather(job: WeightsJob) -> Path:
+    """Check that every unit has its weights, move the map into place, drop the units' store."""
+    out = finish_partial(job.out, grid=_plan(job).grid)
+    remove(job.units)
+    return out
+
+
+def _require(store: Path, record: dict[str, Any], step: str) -> None:
+    found = recorded(store)
+    if found is None or found["fingerprint"] != record["fingerprint"]:
+        raise RuntimeError(f"{store}: missing or made from other inputs or settings; run `{step}` first")
 
 
 def compute_weights(
     labels_path: str | Path, out: str | Path, params: WeightParams, chunks: Sequence[int] | None = None
 ) -> Path:
-    """Stream a label OME-Zarr (zyx) chunk by chunk and write `weights.ome.zarr` with the same chunks.
-
-    Each chunk is computed with a halo (see `halo`) from globally consistent cell ids, so the result equals
-    the whole-array computation while memory stays bounded by the chunk size.
+    """Every step in this process: `weights.ome.zarr` from a label OME-Zarr (zyx), unit by unit (`chunks`, or the
+    label store's files), equal to the whole-array computation while memory stays bounded by a unit and its halo.
     """
-    image = open_image(labels_path)
-    convention = recorded_convention(image.attrs, labels_path)
-    if image.axes != "zyx":
-        raise ValueError(f"{labels_path}: expected axes zyx, got {image.axes}")
-    labels = da.from_array(image.array, chunks=image.array.chunks, asarray=True)
-    if chunks is not None:
-        labels = labels.rechunk(tuple(chunks))
-    cells = global_cells(labels, convention, params)
-    cell = labels.map_blocks(lambda b: cell_mask(b, convention), dtype=bool)
-    if params.balance == "dataset":
-        n_cell = int(cell.sum().compute())
-        per_slice = np.tile(class_weights([labels.size - n_cell, n_cell]), (labels.shape[0], 1))
-    elif params.balance == "image" and params.dims == 2:
-        n_cell = cell.sum(axis=(1, 2)).compute()
-        plane = labels.shape[1] * labels.shape[2]
-        per_slice = np.array([class_weights([plane - n, n]) for n in n_cell])
-    elif params.balance == "image":
-        n_cell = int(cell.sum().compute())
-        per_slice = np.tile(class_weights([labels.size - n_cell, n_cell]), (labels.shape[0], 1))
-    else:
-        per_slice = np.ones((labels.shape[0], 2))
-    spacing = image.voxel_size[1:] if params.dims == 2 else image.voxel_size
-    context = halo(params, float(per_slice[:, 0].min()), spacing)
-    depth = {0: 0, 1: context[0], 2: context[1]} if params.dims == 2 else dict(enumerate(context))
-    # An axis held in one chunk needs no halo; a halo never needs to exceed the axis.
-    depth = {a: 0 if len(cells.chunks[a]) == 1 else min(d, cells.shape[a]) for a, d in depth.items()}
-
-    def one_block(block: np.ndarray, block_info=None) -> np.ndarray:
-        z0, z1 = block_info[0]["array-location"][0]
-        if params.dims == 3:
-            return weights_from_cells(block, per_slice[0], params, spacing)
-        return np.stack([weights_from_cells(block[k], per_slice[z0 + k], params, spacing) for k in range(z1 - z0)])
-
-    # Chunks thinner than the halo are merged with a neighbour first (dask needs depth <= chunk size);
-    # the result is cut back to the store's chunks so that every write covers whole chunks.
-    grown = cells.rechunk(
-        tuple(
-            overlap.ensure_minimum_chunksize(depth[axis], c) if depth[axis] else c
-            for axis, c in enumerate(cells.chunks)
-        )
-    )
-    weights = da.map_overlap(one_block, grown, depth=depth, boundary="none", dtype=np.float32)
-    weights = weights.rechunk(labels.chunks)
-    with atomic_output(out) as tmp:
-        target = create_image(tmp, image.shape, np.float32, labels.chunksize, "zyx", image.voxel_size, image.unit)
-        da.store(weights, target, lock=False)
-        set_attrs(
-            tmp,
-            {
-                "kind": "weights",
-                "w0": params.w0,
-                "sigma": params.sigma,
-                "tolerance": params.tolerance,
-                "balance": params.balance,
-                "class_weights": per_slice[0].tolist() if params.balance != "image" else None,
-                "connectivity": params.structure_connectivity,
-                "dims": params.dims,
-                "halo": list(context),
-                RECORD_KEY: make_record(
-                    {"labels": input_fingerprint(labels_path)}, asdict(params), stage_code("weights")
-                ),
-            },
-        )
-    return Path(out)
+    units = tuple(int(c) for c in chunks) if chunks is not None else None
+    job = WeightsJob(str(labels_path), str(out), params, units)
+    with exclusive(job.out):
+        label(job)
+        merge(job)
+        compute(job)
+        return gather(job)
