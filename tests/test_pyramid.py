@@ -70,3 +70,14 @@ def test_predict_and_segment_write_their_pyramids(tmp_path):
     np.testing.assert_array_equal(cells["1"][:], cells["0"][:, ::2, ::2])
     assert [d["path"] for d in cells.attrs["ome"]["multiscales"][0]["datasets"]] == ["0", "1"]
     assert cells.attrs["ome"]["multiscales"][0]["name"] == "s.ome.zarr"  # not its temporary name
+
+
+def test_levels_computed_in_strips_equal_levels_of_the_whole():
+    data = np.random.default_rng(4).integers(0, 255, (2, 301, 77)).astype(np.uint8)
+    whole = []
+    current = data
+    for _ in range(3):
+        current = downsample(current, labels=False)
+        whole.append(current)
+    for got, expected in zip(levels_of(data, 3, labels=False, strip=5), whole, strict=True):
+        np.testing.assert_array_equal(got, expected)

@@ -44,10 +44,17 @@ def downsample(data: np.ndarray, labels: bool) -> np.ndarray:
     return mean.astype(data.dtype)
 
 
-def levels_of(data: np.ndarray, count: int, labels: bool) -> list[np.ndarray]:
-    """Levels 1..count of a region (each from the one above)."""
-    out, current = [], data
-    for _ in range(count):
-        current = downsample(current, labels)
-        out.append(current)
+def levels_of(data: np.ndarray, count: int, labels: bool, strip: int = 1024) -> list[np.ndarray]:
+    """Levels 1..count of a region (each from the one above), computed about `strip` rows at a time (a multiple
+    of 2^count): memory for a float copy of one strip, not of the region (a 22400^2 slice would need 4 GB more)."""
+    if labels:
+        return [data[..., :: 2**k, :: 2**k] for k in range(1, count + 1)]
+    step = 2**count * max(1, -(-strip // 2**count))
+    out = [np.empty(level_shape(data.shape, k), data.dtype) for k in range(1, count + 1)]
+    for y0 in range(0, data.shape[-2], step):
+        current = data[..., y0 : y0 + step, :]
+        for k in range(1, count + 1):
+            current = downsample(current, labels=False)
+            start = y0 // 2**k
+            out[k - 1][..., start : start + current.shape[-2], :] = current
     return out

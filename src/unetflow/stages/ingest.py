@@ -140,8 +140,9 @@ def _read_slab(job: IngestJob, plan: _Plan, z0: int, z1: int) -> np.ndarray:
     return slab
 
 
-def copy_slabs(job: IngestJob, part: tuple[int, int] = (0, 1)) -> int:
-    """Copy the slabs of job `part` (i of n) into the partial store, each recorded; returns the slabs copied."""
+def copy_slabs(job: IngestJob, part: tuple[int, int] = (0, 1), limit: int | None = None) -> int:
+    """Copy the slabs of job `part` (i of n), at most `limit` of them, into the partial store, each recorded;
+    returns the slabs copied."""
     plan = _plan(job)
     chunks = tuple(min(int(c), s) for c, s in zip(job.chunks, plan.shape, strict=True))
     files = group_shape(chunks, plan.slabs.block_shape, plan.dtype.itemsize, FILE_BYTES)
@@ -184,7 +185,7 @@ def copy_slabs(job: IngestJob, part: tuple[int, int] = (0, 1)) -> int:
         path.with_suffix(".tmp").write_text(json.dumps(summary))
         path.with_suffix(".tmp").replace(path)
 
-    return run_units(job.store, plan.slabs, part, one)
+    return run_units(job.store, plan.slabs, part, one, limit)
 
 
 def _digest(slab: np.ndarray) -> str:
