@@ -217,13 +217,13 @@ def test_a_changed_stage_code_reruns_that_stage_and_what_follows(pipeline, tmp_p
         return set(planned_jobs(run.stdout + run.stderr)) - {"all"}
 
     assert planned() == set()
-    code = "linear = int(np.ravel_multi_index(block.index, plan.grid.counts))"
+    code = "dtype = np.uint32 if numbering.count < 2**32 else np.uint64"
     assert '"""Every step in this process' in original and code in original
     segment.write_text(
         original.replace('"""Every step in this process', '"""All steps in this process') + "\n# a comment\n"
     )
     assert planned() == set(), "docstrings and comments are not code"
-    segment.write_text(original.replace(code, code.replace("block.index", "tuple(block.index)"), 1))
+    segment.write_text(original.replace(code, code.replace("< 2**32", "<= 2**32 - 1"), 1))
     assert planned() == DOWNSTREAM["segment"]
     segment.write_text(original)
     trainer = checkout / "src" / "unetflow" / "training" / "trainer.py"

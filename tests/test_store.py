@@ -3,7 +3,8 @@ import pytest
 import tifffile
 import zarr
 
-from unetflow.store import as_zyx, atomic_output, create_image, open_image, partial_path, set_attrs
+from unetflow.image import as_zyx
+from unetflow.store import atomic_output, create_image, open_image, partial_path, set_attrs
 
 
 def test_ome_zarr_roundtrip(tmp_path):

@@ -105,3 +105,40 @@ def test_segment_refuses_a_step_out_of_order(tmp_path):
     segment.label(job)
     with pytest.raises(RuntimeError, match="run `segment --phase merge` first"):
         segment.relabel(job)
+
+
+def _in_units(tmp_path, mask, unit, structure):
+    """Label a mask unit by unit through a UnitStore (every step in this process) and read it back whole."""
+    from unetflow.blocks import block_grid
+    from unetflow.unit_labels import UnitStore
+
+    grid = block_grid(mask.shape, unit, (0,) * mask.ndim, unit)
+    UnitStore.create(tmp_path / "cells", grid, unit, {})
+    cells = UnitStore(tmp_path / "cells", grid)
+    for block in grid:
+        cells.label(block, mask[block.write], structure, 0)
+    numbering = cells.merge(structure, 0)
+    whole = cells.cells_in(tuple(slice(0, s) for s in mask.shape), numbering)
+    for block in grid:  # a unit relabelled alone reads the same ids
+        assert np.array_equal(cells.relabel(block, numbering), whole[block.write])
+    return whole, numbering.count
+
+
+@pytest.mark.parametrize(
+    ("shape", "unit", "rank"),
+    [((60, 70), (13, 17), 1), ((60, 70), (13, 17), 2), ((9, 30, 31), (4, 7, 9), 1), ((9, 30, 31), (4, 7, 9), 3)],
+)
+def test_units_equal_whole_array_labelling_in_2d_and_3d_arrays(tmp_path, shape, unit, rank):
+    mask = np.random.default_rng(0).random(shape) > 0.45
+    structure = ndimage.generate_binary_structure(len(shape), rank)
+    expected, n = ndimage.label(mask, structure)
+    got, count = _in_units(tmp_path, mask, unit, structure)
+    assert count == n and got.max() == n
+    _same_partition(got, expected)
+    # any region reads the ids of the whole
+    assert count == len(np.unique(got)) - 1
+
+
+def test_an_empty_mask_has_no_cells(tmp_path):
+    got, count = _in_units(tmp_path, np.zeros((4, 4), bool), (2, 2), np.ones((3, 3), bool))
+    assert count == 0 and not got.any()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unetflow.store import Image
+from unetflow.image import Image
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,27 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from unetflow.blocks import Block, BlockGrid, block_key
-from unetflow.components import face_pairs
 
 LOCAL_BITS = 32  # a face cell is named unit << 32 | its id in the unit
+
+
+def face_pairs(before: np.ndarray, after: np.ndarray, axis: int, structure: np.ndarray) -> np.ndarray:
+    """(id, id) pairs joined across a face: `before` is the last plane of one chunk, `after` the next's first."""
+    pairs = []
+    center = np.array(structure.shape) // 2
+    for offset in itertools.product(*(range(-c, c + 1) for c in center)):
+        if offset[axis] != 1 or not structure[tuple(np.array(offset) + center)]:
+            continue
+        a, b = before, after
+        for ax, o in enumerate(offset):
+            if ax == axis or o == 0:
+                continue
+            n = a.shape[ax]
+            a = a[tuple(slice(max(0, -o), n - max(0, o)) if k == ax else slice(None) for k in range(a.ndim))]
+            b = b[tuple(slice(max(0, o), n - max(0, -o)) if k == ax else slice(None) for k in range(b.ndim))]
+        both = (a > 0) & (b > 0)
+        pairs.append(np.stack([a[both], b[both]], axis=1))
+    return np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
 
 
 def connecting_axes(structure: np.ndarray) -> tuple[int, ...]:
@@ -227,3 +245,75 @@ def relabel_unit(labels: np.ndarray, unit: int, complete: int, numbering: Number
         keys = local[face] + (np.int64(unit) << LOCAL_BITS)
         out[face] = numbering.ids[np.searchsorted(numbering.keys, keys)]
     return out
+
+
+class UnitStore:
+    """A folder holding what the three steps share: each unit's own labels (array "0", uint32), their summaries,
+    and once merged the numbering. Made by `create` inside a store that `unetflow.blocks.open_partial` names."""
+
+    def __init__(self, root: str | Path, grid: BlockGrid) -> None:
+        self.root, self.grid = Path(root), grid
+
+    @staticmethod
+    def create(root: Path, grid: BlockGrid, chunks: Sequence[int], attrs: dict) -> None:
+        """Lay out a fresh store at `root` for `grid`'s units, in files of one unit (chunks dividing it)."""
+        import zarr
+
+        group = zarr.open_group(str(root), mode="w", zarr_format=3)
+        group.attrs["unetflow"] = attrs
+        unit = tuple(grid.block_shape)
+        chunks = tuple(int(c) if u % int(c) == 0 else u for c, u in zip(chunks, unit, strict=True))
+        shards = None if chunks == unit else unit
+        group.create_array("0", shape=grid.shape, chunks=chunks, shards=shards, dtype=np.uint32, fill_value=0)
+
+    def _array(self, mode: str = "r"):
+        import zarr
+
+        return zarr.open_group(str(self.root), mode=mode)["0"]
+
+    def label(self, block: Block, mask: np.ndarray, structure: np.ndarray, min_size: int) -> None:
+        """Step 1 for one unit: label it and keep its labels and summary."""
+        labels, summary = label_unit(mask, structure, min_size)
+        self._array("r+")[block.write] = labels
+        save_summary(summary_path(self.root / "summaries", block.index), summary)
+
+    def merge(self, structure: np.ndarray, min_size: int) -> Numbering:
+        """Step 2: the numbering of every unit's cells, kept in the store."""
+        numbering = merge_units(self.grid, self.root / "summaries", structure, min_size)
+        numbering.save(self.root / "numbering.npz")
+        return numbering
+
+    def numbering(self) -> Numbering:
+        return Numbering.load(self.root / "numbering.npz")
+
+    @lru_cache(maxsize=256)  # noqa: B019 - one store per job, a few hundred small summaries
+    def _complete(self, index: tuple[int, ...]) -> int:
+        return load_summary(summary_path(self.root / "summaries", index)).complete
+
+    def relabel(self, block: Block, numbering: Numbering) -> np.ndarray:
+        """Step 3 for one unit: its final ids."""
+        linear = int(np.ravel_multi_index(block.index, self.grid.counts))
+        return relabel_unit(self._array()[block.write], linear, self._complete(block.index), numbering)
+
+    def cells_in(self, region: tuple[slice, ...], numbering: Numbering) -> np.ndarray:
+        """Final ids of any region (int64): the same for a cell wherever it is read."""
+        local = self._array()
+        out = np.zeros([r.stop - r.start for r in region], np.int64)
+        first = [r.start // b for r, b in zip(region, self.grid.block_shape, strict=True)]
+        last = [(r.stop - 1) // b for r, b in zip(region, self.grid.block_shape, strict=True)]
+        for offset in np.ndindex(*[b - a + 1 for a, b in zip(first, last, strict=True)]):
+            index = tuple(a + i for a, i in zip(first, offset, strict=True))
+            unit = self.grid.block(index)
+            cut = tuple(
+                slice(max(r.start, w.start), min(r.stop, w.stop)) for r, w in zip(region, unit.write, strict=True)
+            )
+            inside = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(cut, unit.write, strict=True))
+            at = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(cut, region, strict=True))
+            linear = int(np.ravel_multi_index(index, self.grid.counts))
+            out[at] = relabel_unit(local[inside_of(unit, inside)], linear, self._complete(index), numbering)
+        return out
+
+
+def inside_of(unit: Block, inside: tuple[slice, ...]) -> tuple[slice, ...]:
+    """A sub-region of a unit in volume coordinates."""
+    return tuple(slice(w.start + i.start, w.start + i.stop) for w, i in zip(unit.write, inside, strict=True))

@@ -7,30 +7,47 @@ beside it (`<csv>.provenance.json`, see `unetflow.store.write_table`).
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import pandas as pd
 
-from unetflow.components import label
+from unetflow.blocks import block_grid
+from unetflow.image import Image
 from unetflow.labels import INSTANCES, cell_mask, recorded_convention, structure_for
 from unetflow.metrics import Counts
 from unetflow.provenance import input_fingerprint, make_record, stage_code
 from unetflow.settings import check, defaults
-from unetflow.store import Image, open_image, write_table
+from unetflow.store import open_image, write_table
+from unetflow.unit_labels import UnitStore
 
 TILE = (1, 2048, 2048)  # what a slice is read in: memory per tile, whatever the slice's size
 
 
-def _true_cells(gt: Image, convention: str, start: int, stop: int, structure: np.ndarray) -> da.Array:
-    """Ground-truth cells (given instance ids as they are; else connected components of the binary labels under
-    `structure`), blockwise and consistent across chunks: ids name the same cell in every tile."""
-    labels = da.from_array(gt.array, chunks=gt.array.chunks, asarray=True)[start:stop]
+def _true_cells(
+    gt: Image, convention: str, start: int, stop: int, structure: np.ndarray, scratch: Path
+) -> Callable[[tuple[slice, ...]], np.ndarray]:
+    """Ground-truth cell ids of any tile of slices [start, stop), the same for a cell in every tile: given instance
+    ids as they are, else the binary labels' cells under `structure`, labelled unit by unit (units: the label
+    store's files) in the folder `scratch` (`unetflow.unit_labels`), memory one unit at a time."""
+
+    def shifted(region: tuple[slice, ...]) -> tuple[slice, ...]:
+        return (slice(region[0].start + start, region[0].stop + start), *region[1:])
+
     if convention == INSTANCES:
-        return labels.astype(np.int64)
-    cell = labels.map_blocks(lambda b: cell_mask(b, convention), dtype=bool)
-    return label(cell, structure)
+        return lambda region: np.asarray(gt.array[shifted(region)]).astype(np.int64)
+    shape = (stop - start, *gt.shape[1:])
+    files = getattr(gt.array, "shards", None) or gt.array.chunks
+    unit = tuple(min(int(u), s) for u, s in zip(files, shape, strict=True))
+    grid = block_grid(shape, unit, (0, 0, 0), unit)
+    UnitStore.create(scratch, grid, gt.array.chunks, {})
+    cells = UnitStore(scratch, grid)
+    for block in grid:
+        cells.label(block, cell_mask(np.asarray(gt.array[shifted(block.write)]), convention), structure, 0)
+    numbering = cells.merge(structure, 0)
+    return lambda region: cells.cells_in(region, numbering)
 
 
 def evaluate_volume(
@@ -54,31 +71,14 @@ def evaluate_volume(
             f"{segmentation} has shape {seg.shape} but ground truth {truth} has {gt.shape} (slices {start}-{stop - 1})"
         )
     convention = recorded_convention(gt.attrs, truth)
-    per_slice = _true_cells(gt, convention, start, stop, structure_for(2, connectivity))
-    # A 3D segmentation is judged against cells connected in 3D; a 2D one against each slice's cells.
-    in_3d = _true_cells(gt, convention, start, stop, structure_for(3, 6)) if seg.attrs.get("dims") == 3 else None
-    _, ty, tx = (int(t) for t in tile)
-    rows, volume, offset = [], Counts(), 0
-    for z in range(seg.shape[0]):
-        counts, counts_3d, top = Counts(), Counts(), 0
-        for y0 in range(0, seg.shape[1], ty):
-            for x0 in range(0, seg.shape[2], tx):
-                region = (slice(y0, y0 + ty), slice(x0, x0 + tx))
-                segments = np.asarray(seg.array[(z, *region)])
-                true_cell = cell_mask(np.asarray(gt.array[(start + z, *region)]), convention)
-                cells = np.asarray(per_slice[(z, *region)])
-                counts.add(segments > 0, segments, true_cell, cells)
-                top = max(top, int(cells.max(initial=0)))
-                if in_3d is not None:
-                    counts_3d.add(segments > 0, segments, true_cell, np.asarray(in_3d[(z, *region)]))
-        rows.append({"volume": name, "slice": start + z, **counts.metrics()})
-        if in_3d is not None:
-            volume.merge(counts_3d)
-            continue
-        # Predicted ids are unique across the volume already; true ids of a slice are shifted past the previous
-        # slices' (given instance ids repeat from slice to slice).
-        volume.merge(counts, truth_offset=offset)
-        offset += top
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".evaluate-cells-", dir=Path(out).parent) as scratch:
+        per_slice = _true_cells(gt, convention, start, stop, structure_for(2, connectivity), Path(scratch) / "2d")
+        # A 3D segmentation is judged against cells connected in 3D; a 2D one against each slice's cells.
+        in_3d = None
+        if seg.attrs.get("dims") == 3:
+            in_3d = _true_cells(gt, convention, start, stop, structure_for(3, 6), Path(scratch) / "3d")
+        rows, volume = _count(seg, gt, convention, start, tile, per_slice, in_3d, name)
     frame = pd.DataFrame(rows)
     inputs = {"segmentation": input_fingerprint(segmentation), "truth": input_fingerprint(truth)}
     record = make_record(inputs, {"connectivity": connectivity, "name": name}, stage_code("evaluate"))
@@ -87,3 +87,39 @@ def evaluate_volume(
         write_table(row, volume_out, record)
     write_table(frame, out, record)
     return frame
+
+
+def _count(
+    seg: Image,
+    gt: Image,
+    convention: str,
+    start: int,
+    tile: tuple[int, int, int],
+    per_slice: Callable[[tuple[slice, ...]], np.ndarray],
+    in_3d: Callable[[tuple[slice, ...]], np.ndarray] | None,
+    name: str,
+) -> tuple[list[dict], Counts]:
+    """Per-slice rows and the volume's counts, tile by tile."""
+    _, ty, tx = (int(t) for t in tile)
+    rows, volume, offset = [], Counts(), 0
+    for z in range(seg.shape[0]):
+        counts, counts_3d, top = Counts(), Counts(), 0
+        for y0 in range(0, seg.shape[1], ty):
+            for x0 in range(0, seg.shape[2], tx):
+                region = (slice(y0, min(y0 + ty, seg.shape[1])), slice(x0, min(x0 + tx, seg.shape[2])))
+                segments = np.asarray(seg.array[(z, *region)])
+                true_cell = cell_mask(np.asarray(gt.array[(start + z, *region)]), convention)
+                cells = per_slice((slice(z, z + 1), *region))[0]
+                counts.add(segments > 0, segments, true_cell, cells)
+                top = max(top, int(cells.max(initial=0)))
+                if in_3d is not None:
+                    counts_3d.add(segments > 0, segments, true_cell, in_3d((slice(z, z + 1), *region))[0])
+        rows.append({"volume": name, "slice": start + z, **counts.metrics()})
+        if in_3d is not None:
+            volume.merge(counts_3d)
+            continue
+        # Predicted ids are unique across the volume already; true ids of a slice are shifted past the previous
+        # slices' (given instance ids repeat from slice to slice).
+        volume.merge(counts, truth_offset=offset)
+        offset += top
+    return rows, volume

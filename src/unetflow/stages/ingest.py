@@ -36,13 +36,13 @@ from unetflow.blocks import (
     open_partial,
     run_units,
 )
+from unetflow.image import as_zyx, z_window
 from unetflow.intensity import RunningStats, sample_stats
 from unetflow.labels import LabelSurvey
 from unetflow.provenance import RECORD_KEY, digest, input_fingerprint, make_record, recorded, stage_code
 from unetflow.pyramid import level_count
 from unetflow.settings import default, defaults
 from unetflow.store import (
-    as_zyx,
     atomic_output,
     create_image,
     exclusive,
@@ -55,7 +55,6 @@ from unetflow.store import (
     remove,
     set_attrs,
     write_levels,
-    z_window,
 )
 from unetflow.tiff import iter_slabs, page_shapes, resolve_sources
 

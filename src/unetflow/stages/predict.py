@@ -35,6 +35,7 @@ from unetflow.blocks import (
 from unetflow.blocks import shard as shard_blocks
 from unetflow.executor import SchedulerSpec, run_tasks
 from unetflow.folds import Fold
+from unetflow.image import Image, as_zyx, z_window
 from unetflow.inference.budget import auto_block
 from unetflow.inference.inferer import TileInferer, infer_block
 from unetflow.inference.tiling import BlockPlan, plan_blocks
@@ -45,8 +46,6 @@ from unetflow.pyramid import level_count
 from unetflow.runtime import release_free_memory, resolve_precision, select_device, set_threads
 from unetflow.settings import check, defaults
 from unetflow.store import (
-    Image,
-    as_zyx,
     create_image,
     encode_probabilities,
     exclusive,
@@ -54,7 +53,6 @@ from unetflow.store import (
     open_image,
     partial_path,
     write_levels,
-    z_window,
 )
 
 log = logging.getLogger(__name__)

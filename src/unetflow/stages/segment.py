@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from unetflow.blocks import Block, BlockGrid, count_done, file_grid, finish_partial, open_partial, run_units
+from unetflow.image import Image
 from unetflow.labels import structure_for
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
 from unetflow.pyramid import level_count
 from unetflow.settings import check, defaults, result_settings
 from unetflow.store import (
-    Image,
     create_image,
     decode_probabilities,
     exclusive,
@@ -33,8 +32,7 @@ from unetflow.store import (
     remove,
     write_levels,
 )
-from unetflow.unit_labels import Numbering, label_unit, load_summary, merge_units, relabel_unit, save_summary
-from unetflow.unit_labels import summary_path as _summary_path
+from unetflow.unit_labels import Numbering, UnitStore
 
 _D = defaults("segment")
 _RESULT = tuple(result_settings("segment", _D, "segment"))  # the settings that change a segmentation
@@ -110,22 +108,16 @@ def label(job: SegmentJob, part: tuple[int, int] = (0, 1), limit: int | None = N
     (a time-boxed run; the next run resumes). Returns units done."""
     plan = _plan(job)
     chunks = tuple(int(c) for c in plan.probs.array.chunks[1:])
-    unit = plan.grid.block_shape
 
     def create(fresh: Path) -> None:
-        group = zarr.open_group(str(fresh), mode="w", zarr_format=3)
-        group.attrs["unetflow"] = {RECORD_KEY: plan.record}
-        shards = None if unit == chunks else unit
-        group.create_array("0", shape=plan.grid.shape, chunks=chunks, shards=shards, dtype=np.uint32, fill_value=0)
+        UnitStore.create(fresh, plan.grid, chunks, {RECORD_KEY: plan.record})
 
     open_partial(job.units, plan.record["fingerprint"], create)
-    target = zarr.open_group(str(job.units), mode="r+")["0"]
+    cells = UnitStore(job.units, plan.grid)
 
     def one(block: Block) -> None:
         stored = plan.probs.array[(job.cell_class, *block.write)]
-        labels, summary = label_unit(decode_probabilities(stored) > job.threshold, plan.structure, job.min_size)
-        target[block.write] = labels
-        save_summary(_summary_path(job.units / "summaries", block.index), summary)
+        cells.label(block, decode_probabilities(stored) > job.threshold, plan.structure, job.min_size)
 
     return run_units(job.units, plan.grid, part, one, limit)
 
@@ -137,8 +129,7 @@ def merge(job: SegmentJob) -> Numbering:
     missing = len(plan.grid) - count_done(job.units)
     if missing:
         raise RuntimeError(f"{job.units}: {missing} units are not labelled yet; run every `--phase label` job first")
-    numbering = merge_units(plan.grid, job.units / "summaries", plan.structure, job.min_size)
-    numbering.save(job.units / "numbering.npz")
+    numbering = UnitStore(job.units, plan.grid).merge(plan.structure, job.min_size)
     dtype = np.uint32 if numbering.count < 2**32 else np.uint64
     attrs = {
         "kind": "segmentation",
@@ -173,15 +164,12 @@ def relabel(job: SegmentJob, part: tuple[int, int] = (0, 1)) -> int:
     """Step 3 for the units of job `part`: write each unit's final ids. Returns units done."""
     plan = _plan(job)
     _require_fingerprint(job.store, plan.record, "segment --phase merge")
-    numbering = Numbering.load(job.units / "numbering.npz")
-    source = zarr.open_group(str(job.units), mode="r")["0"]
+    cells = UnitStore(job.units, plan.grid)
+    numbering = cells.numbering()
     levels = levels_in(job.store)
 
     def one(block: Block) -> None:
-        summary = load_summary(_summary_path(job.units / "summaries", block.index))
-        linear = int(np.ravel_multi_index(block.index, plan.grid.counts))
-        ids = relabel_unit(source[block.write], linear, summary.complete, numbering)
-        write_levels(levels, block.write, ids.astype(levels[0].dtype), labels=True)
+        write_levels(levels, block.write, cells.relabel(block, numbering).astype(levels[0].dtype), labels=True)
 
     return run_units(job.store, plan.grid, part, one)
 

@@ -29,12 +29,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from unetflow.blocks import (
     Block,
@@ -47,11 +45,12 @@ from unetflow.blocks import (
     run_units,
 )
 from unetflow.distance import two_nearest
+from unetflow.image import Image
 from unetflow.labels import INSTANCES, cell_mask, instance_labels, recorded_convention, structure_for
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, recorded, stage_code
 from unetflow.settings import check, defaults
-from unetflow.store import Image, create_image, exclusive, levels_in, open_image, partial_path, remove
-from unetflow.unit_labels import Numbering, label_unit, load_summary, merge_units, relabel_unit, save_summary
+from unetflow.store import create_image, exclusive, levels_in, open_image, partial_path, remove
+from unetflow.unit_labels import Numbering, UnitStore
 from unetflow.unit_labels import summary_path as _summary_path
 
 _D = defaults("weights")
@@ -201,22 +200,17 @@ def label(job: WeightsJob, part: tuple[int, int] = (0, 1), limit: int | None = N
     """Step 1 for the units of job `part` (i of n), at most `limit` of them: each unit's cells labelled on its own
     (binary labels) and its cell voxels counted per slice. Returns units done."""
     plan = _plan(job)
-    unit = plan.grid.block_shape
 
     def create(fresh: Path) -> None:
-        group = zarr.open_group(str(fresh), mode="w", zarr_format=3)
-        group.attrs["unetflow"] = {RECORD_KEY: plan.record}
-        group.create_array("0", shape=plan.grid.shape, chunks=unit, dtype=np.uint32, fill_value=0)
+        UnitStore.create(fresh, plan.grid, plan.image.array.chunks, {RECORD_KEY: plan.record})
 
     open_partial(job.units, plan.record["fingerprint"], create)
-    target = zarr.open_group(str(job.units), mode="r+")["0"]
+    cells = UnitStore(job.units, plan.grid)
 
     def one(block: Block) -> None:
         cell = cell_mask(np.asarray(plan.image.array[block.write]), plan.convention)
         if plan.convention != INSTANCES:
-            local, summary = label_unit(cell, plan.structure, 0)
-            target[block.write] = local
-            save_summary(_summary_path(job.units / "summaries", block.index), summary)
+            cells.label(block, cell, plan.structure, 0)
         path = _counts_path(job.units, block.index)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps([int(n) for n in cell.sum(axis=(1, 2))]))
@@ -248,8 +242,7 @@ def merge(job: WeightsJob) -> Numbering | None:
         raise RuntimeError(f"{job.units}: {missing} units are not labelled yet; run every `--phase label` job first")
     numbering = None
     if plan.convention != INSTANCES:
-        numbering = merge_units(plan.grid, job.units / "summaries", plan.structure, 0)
-        numbering.save(job.units / "numbering.npz")
+        numbering = UnitStore(job.units, plan.grid).merge(plan.structure, 0)
     per_slice = _class_weights_per_slice(job, plan)
     np.save(job.units / "class_weights.npy", per_slice)
     spacing = _spacing(job, plan)
@@ -286,11 +279,8 @@ def compute(job: WeightsJob, part: tuple[int, int] = (0, 1)) -> int:
     plan = _plan(job)
     _require(job.store, plan.record, "weights --phase merge")
     per_slice = np.load(job.units / "class_weights.npy")
-    numbering = Numbering.load(job.units / "numbering.npz") if plan.convention != INSTANCES else None
-    local = zarr.open_group(str(job.units), mode="r")["0"]
-    complete = lru_cache(maxsize=256)(
-        lambda index: load_summary(_summary_path(job.units / "summaries", index)).complete
-    )
+    store = UnitStore(job.units, plan.grid)
+    numbering = store.numbering() if plan.convention != INSTANCES else None
     spacing = _spacing(job, plan)
     context = halo(job.params, float(per_slice[:, 0].min()), spacing)
     context = (0, *context) if job.params.dims == 2 else context
@@ -300,20 +290,7 @@ def compute(job: WeightsJob, part: tuple[int, int] = (0, 1)) -> int:
         """Cell ids of a region, the same for a cell wherever it is read (given ids, or joined across units)."""
         if numbering is None:
             return instance_labels(np.asarray(plan.image.array[region]), plan.convention)
-        out = np.zeros([r.stop - r.start for r in region], np.int64)
-        first = [r.start // b for r, b in zip(region, plan.grid.block_shape, strict=True)]
-        last = [(r.stop - 1) // b for r, b in zip(region, plan.grid.block_shape, strict=True)]
-        for index in np.ndindex(*[b - a + 1 for a, b in zip(first, last, strict=True)]):
-            index = tuple(a + i for a, i in zip(first, index, strict=True))
-            unit = plan.grid.block(index)
-            cut = tuple(
-                slice(max(r.start, w.start), min(r.stop, w.stop)) for r, w in zip(region, unit.write, strict=True)
-            )
-            inside = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(cut, unit.write, strict=True))
-            at = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(cut, region, strict=True))
-            linear = int(np.ravel_multi_index(index, plan.grid.counts))
-            out[at] = relabel_unit(local[unit.write][inside], linear, complete(index), numbering)
-        return out
+        return store.cells_in(region, numbering)
 
     def one(block: Block) -> None:
         region = tuple(
