@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from unetflow.blocks import block_grid
+from unetflow.components import UnitStore
 from unetflow.image import Image
 from unetflow.labels import INSTANCES, cell_mask, recorded_convention, structure_for
 from unetflow.metrics import Counts
 from unetflow.provenance import input_fingerprint, make_record, stage_code
 from unetflow.settings import check, defaults
 from unetflow.store import open_image, write_table
-from unetflow.unit_labels import UnitStore
 
 TILE = (1, 2048, 2048)  # what a slice is read in: memory per tile, whatever the slice's size
 
@@ -31,7 +31,7 @@ def _true_cells(
 ) -> Callable[[tuple[slice, ...]], np.ndarray]:
     """Ground-truth cell ids of any tile of slices [start, stop), the same for a cell in every tile: given instance
     ids as they are, else the binary labels' cells under `structure`, labelled unit by unit (units: the label
-    store's files) in the folder `scratch` (`unetflow.unit_labels`), memory one unit at a time."""
+    store's files) in the folder `scratch` (`unetflow.components`), memory one unit at a time."""
 
     def shifted(region: tuple[slice, ...]) -> tuple[slice, ...]:
         return (slice(region[0].start + start, region[0].stop + start), *region[1:])

@@ -1,7 +1,7 @@
 """Segment: threshold the cell probability and label connected components into an instance OME-Zarr, unit by unit.
 
 The units are the probability store's files (zarr shards, or chunks where it has none), labelled in three
-resumable steps (`unetflow.unit_labels`): `label` (any number of jobs), `merge` (one job), `relabel` (any number
+resumable steps (`unetflow.components`): `label` (any number of jobs), `merge` (one job), `relabel` (any number
 of jobs), then `gather` moves the output into place. `segment_volume` runs them all in one process. Cells are
 labelled per slice (dims 2, the paper's 2D network) or connected in 3D (dims 3), equal to labelling the whole volume
 at once up to the numbering; cells smaller than `min_size` voxels are dropped. Ids are 1..n (0 = membrane),
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from unetflow.blocks import Block, BlockGrid, count_done, file_grid, finish_partial, open_partial, run_units
+from unetflow.components import Numbering, UnitStore
 from unetflow.image import Image
 from unetflow.labels import structure_for
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
@@ -32,7 +33,6 @@ from unetflow.store import (
     remove,
     write_levels,
 )
-from unetflow.unit_labels import Numbering, UnitStore
 
 _D = defaults("segment")
 _RESULT = tuple(result_settings("segment", _D, "segment"))  # the settings that change a segmentation

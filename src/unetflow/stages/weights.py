@@ -19,7 +19,7 @@ pixels, not with cells times pixels, and R is also the halo a unit needs (see `h
 
 At scale the map is computed unit by unit (units: files of the label store), in resumable steps that any number
 of jobs share: `label` labels each unit's cells on its own, `merge` (one job) joins them across units
-(`unetflow.unit_labels`) and sums the class counts, `compute` gives each unit its weights from the unit grown by
+(`unetflow.components`) and sums the class counts, `compute` gives each unit its weights from the unit grown by
 the halo with globally consistent cell ids, `gather` moves the output into place. No step holds more than a unit
 and its halo, and none builds a graph of the volume's chunks.
 """
@@ -44,14 +44,14 @@ from unetflow.blocks import (
     open_partial,
     run_units,
 )
+from unetflow.components import Numbering, UnitStore
+from unetflow.components import summary_path as _summary_path
 from unetflow.distance import two_nearest
 from unetflow.image import Image
 from unetflow.labels import INSTANCES, cell_mask, instance_labels, recorded_convention, structure_for
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, recorded, stage_code
 from unetflow.settings import check, defaults
 from unetflow.store import create_image, exclusive, levels_in, open_image, partial_path, remove
-from unetflow.unit_labels import Numbering, UnitStore
-from unetflow.unit_labels import summary_path as _summary_path
 
 _D = defaults("weights")
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from unetflow.components import connecting_axes, label_unit
 from unetflow.labels import connectivity_structure
 from unetflow.stages import segment
 from unetflow.store import atomic_output, create_image, open_image
-from unetflow.unit_labels import connecting_axes, label_unit
 
 
 def _probabilities(path, cell, chunks=(2, 3, 8, 8)):
@@ -110,7 +110,7 @@ def test_segment_refuses_a_step_out_of_order(tmp_path):
 def _in_units(tmp_path, mask, unit, structure):
     """Label a mask unit by unit through a UnitStore (every step in this process) and read it back whole."""
     from unetflow.blocks import block_grid
-    from unetflow.unit_labels import UnitStore
+    from unetflow.components import UnitStore
 
     grid = block_grid(mask.shape, unit, (0,) * mask.ndim, unit)
     UnitStore.create(tmp_path / "cells", grid, unit, {})
