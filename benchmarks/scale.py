@@ -94,8 +94,21 @@ def segment_job(probabilities: str, out: str) -> dict:
     started = time.perf_counter()
     job = segment.SegmentJob(probabilities, out)
     segment.label(job, (0, jobs), limit=1)
-    first = time.perf_counter()
-    return {"jobs": jobs, "first unit s": round(first - started, 3), "peak RSS MiB": peak_mib()}
+    seconds = time.perf_counter() - started
+    return {
+        "jobs": jobs,
+        "files in the output": files_of(probabilities, leading_axes=1),  # the segmentation's files are its units
+        "first unit s": round(seconds, 3),
+        "voxels/s per job": round(math.prod(zarr_files(probabilities)[1:]) / seconds),
+        "peak RSS MiB": peak_mib(),
+    }
+
+
+def files_of(store: str | Path, leading_axes: int = 0) -> int:
+    """Files of full resolution a store has when complete (its zarr shards, or chunks)."""
+    from unetflow.blocks import file_grid
+
+    return len(file_grid(Path(store), leading_axes))
 
 
 def tiff_job(tiff: str, out: str) -> dict:
@@ -106,8 +119,16 @@ def tiff_job(tiff: str, out: str) -> dict:
     shape = ingest.source_shape(tiff)
     jobs = max(1, math.ceil(math.prod(shape) / (defaults("ingest")["shard_mvoxels"] * 1e6)))
     started = time.perf_counter()
-    ingest.copy_slabs(ingest.IngestJob(tiff, out), (0, jobs), limit=1)
-    return {"jobs": jobs, "first unit s": round(time.perf_counter() - started, 3), "peak RSS MiB": peak_mib()}
+    job = ingest.IngestJob(tiff, out)
+    ingest.copy_slabs(job, (0, jobs), limit=1)
+    seconds = time.perf_counter() - started
+    return {
+        "jobs": jobs,
+        "files in the output": files_of(job.store),
+        "first unit s": round(seconds, 3),
+        "voxels/s per job": round(math.prod(shape[1:]) / seconds),
+        "peak RSS MiB": peak_mib(),
+    }
 
 
 def weights_job(labels: str, out: str) -> dict:
@@ -120,7 +141,22 @@ def weights_job(labels: str, out: str) -> dict:
     jobs = max(1, math.ceil(math.prod(shape) / (defaults("weights")["shard_mvoxels"] * 1e6)))
     started = time.perf_counter()
     weights.label(weights.WeightsJob(labels, out, weights.WeightParams()), (0, jobs), limit=1)
-    return {"jobs": jobs, "first unit s": round(time.perf_counter() - started, 3), "peak RSS MiB": peak_mib()}
+    seconds = time.perf_counter() - started
+    unit = math.prod(zarr_files(labels))
+    return {
+        "jobs": jobs,
+        "files in the output": files_of(labels),  # the map is stored in the label store's files
+        "first unit s": round(seconds, 3),
+        "voxels/s per job": round(unit / seconds),
+        "peak RSS MiB": peak_mib(),
+    }
+
+
+def zarr_files(store: str) -> tuple[int, ...]:
+    import zarr
+
+    array = zarr.open_group(store, mode="r")["0"]
+    return tuple(array.shards or array.chunks)
 
 
 def sparse_labels(path: Path, shape: tuple[int, ...]) -> None:
