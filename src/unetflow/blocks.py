@@ -281,6 +281,20 @@ def open_partial(store: Path, fingerprint: str, create: Callable[[Path], None]) 
     raise RuntimeError(f"{store}: could not create or reuse the partial output")
 
 
+def units_path(out: str | Path) -> Path:
+    """Where a stage split into steps keeps each unit's own work until its output is complete: beside
+    `<out>.partial`, named like it (so that no reader takes it for an output)."""
+    store = partial_path(out)
+    return store.with_name(store.name + "-units")
+
+
+def require_record(store: Path, fingerprint: str, step: str) -> None:
+    """Refuse to go on from a store that an earlier step did not make for this fingerprint, naming the step."""
+    found = recorded(store)
+    if found is None or found["fingerprint"] != fingerprint:
+        raise RuntimeError(f"{store}: missing or made from other inputs or settings; run `{step}` first")
+
+
 def file_grid(store: Path, leading_axes: int = 0) -> BlockGrid:
     """The grid of a store's array "0" files (after `leading_axes` such as channels): its zarr shards, or its
     chunks where it is not sharded. Records of finished work are kept per file."""

@@ -34,12 +34,13 @@ from unetflow.blocks import (
     finish_partial,
     group_shape,
     open_partial,
+    require_record,
     run_units,
 )
 from unetflow.image import as_zyx, z_window
 from unetflow.intensity import RunningStats, sample_stats
 from unetflow.labels import LabelSurvey
-from unetflow.provenance import RECORD_KEY, digest, input_fingerprint, make_record, recorded, stage_code
+from unetflow.provenance import RECORD_KEY, digest, input_fingerprint, make_record, stage_code
 from unetflow.pyramid import level_count
 from unetflow.settings import default, defaults
 from unetflow.store import (
@@ -198,8 +199,7 @@ def _digest(slab: np.ndarray) -> str:
 def finish(job: IngestJob) -> Path:
     """Merge the slabs' records in order, record what the store holds, and move it into place."""
     plan = _plan(job)
-    if (recorded(job.store) or {}).get("fingerprint") != _identity(job, plan):
-        raise RuntimeError(f"{job.store}: missing or made from other sources or settings; copy its slabs first")
+    require_record(job.store, _identity(job, plan), "ingest --shard I/N (every slab)")
     missing = len(plan.slabs) - count_done(job.store)
     if missing:
         raise RuntimeError(f"{job.store}: {missing} slabs are not copied yet; re-run the jobs that did not finish")

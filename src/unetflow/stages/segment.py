@@ -16,7 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from unetflow.blocks import Block, BlockGrid, count_done, file_grid, finish_partial, open_partial, run_units
+from unetflow.blocks import (
+    Block,
+    BlockGrid,
+    count_done,
+    file_grid,
+    finish_partial,
+    open_partial,
+    require_record,
+    run_units,
+    units_path,
+)
 from unetflow.components import Numbering, UnitStore
 from unetflow.image import Image
 from unetflow.labels import structure_for
@@ -71,7 +81,7 @@ class SegmentJob:
     @property
     def units(self) -> Path:
         """Where each unit's own labels and summary are kept until the output is complete."""
-        return self.store.with_name(self.store.name + "-units")
+        return units_path(self.out)
 
 
 @dataclass(frozen=True)
@@ -125,7 +135,7 @@ def label(job: SegmentJob, part: tuple[int, int] = (0, 1), limit: int | None = N
 def merge(job: SegmentJob) -> Numbering:
     """Step 2 (one job): join the units' face cells, number every cell, and create the output to relabel into."""
     plan = _plan(job)
-    _require_fingerprint(job.units, plan.record, "segment --phase label")
+    require_record(job.units, plan.record["fingerprint"], "segment --phase label")
     missing = len(plan.grid) - count_done(job.units)
     if missing:
         raise RuntimeError(f"{job.units}: {missing} units are not labelled yet; run every `--phase label` job first")
@@ -163,7 +173,7 @@ def merge(job: SegmentJob) -> Numbering:
 def relabel(job: SegmentJob, part: tuple[int, int] = (0, 1)) -> int:
     """Step 3 for the units of job `part`: write each unit's final ids. Returns units done."""
     plan = _plan(job)
-    _require_fingerprint(job.store, plan.record, "segment --phase merge")
+    require_record(job.store, plan.record["fingerprint"], "segment --phase merge")
     cells = UnitStore(job.units, plan.grid)
     numbering = cells.numbering()
     levels = levels_in(job.store)
@@ -179,14 +189,6 @@ def gather(job: SegmentJob) -> Path:
     out = finish_partial(job.out)
     remove(job.units)
     return out
-
-
-def _require_fingerprint(store: Path, record: dict[str, Any], step: str) -> None:
-    from unetflow.provenance import recorded
-
-    found = recorded(store)
-    if found is None or found["fingerprint"] != record["fingerprint"]:
-        raise RuntimeError(f"{store}: missing or made from other inputs or settings; run `{step}` first")
 
 
 def segment_volume(

@@ -42,14 +42,16 @@ from unetflow.blocks import (
     file_grid,
     finish_partial,
     open_partial,
+    require_record,
     run_units,
+    units_path,
 )
 from unetflow.components import Numbering, UnitStore
 from unetflow.components import summary_path as _summary_path
 from unetflow.distance import two_nearest
 from unetflow.image import Image
 from unetflow.labels import INSTANCES, cell_mask, instance_labels, recorded_convention, structure_for
-from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, recorded, stage_code
+from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
 from unetflow.settings import check, defaults
 from unetflow.store import create_image, exclusive, levels_in, open_image, partial_path, remove
 
@@ -165,7 +167,7 @@ class WeightsJob:
     @property
     def units(self) -> Path:
         """Where each unit's own cell labels, summaries and class counts are kept until the map is complete."""
-        return self.store.with_name(self.store.name + "-units")
+        return units_path(self.out)
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,7 @@ def _class_weights_per_slice(job: WeightsJob, plan: _Plan) -> np.ndarray:
 def merge(job: WeightsJob) -> Numbering | None:
     """Step 2 (one job): join the cells across units, class weights from the summed counts, the output created."""
     plan = _plan(job)
-    _require(job.units, plan.record, "weights --phase label")
+    require_record(job.units, plan.record["fingerprint"], "weights --phase label")
     missing = len(plan.grid) - count_done(job.units)
     if missing:
         raise RuntimeError(f"{job.units}: {missing} units are not labelled yet; run every `--phase label` job first")
@@ -277,7 +279,7 @@ def compute(job: WeightsJob, part: tuple[int, int] = (0, 1)) -> int:
     """Step 3 for the units of job `part`: each unit's weights from the unit grown by the halo. Returns units
     done."""
     plan = _plan(job)
-    _require(job.store, plan.record, "weights --phase merge")
+    require_record(job.store, plan.record["fingerprint"], "weights --phase merge")
     per_slice = np.load(job.units / "class_weights.npy")
     store = UnitStore(job.units, plan.grid)
     numbering = store.numbering() if plan.convention != INSTANCES else None
@@ -314,12 +316,6 @@ def gather(job: WeightsJob) -> Path:
     out = finish_partial(job.out, grid=_plan(job).grid)
     remove(job.units)
     return out
-
-
-def _require(store: Path, record: dict[str, Any], step: str) -> None:
-    found = recorded(store)
-    if found is None or found["fingerprint"] != record["fingerprint"]:
-        raise RuntimeError(f"{store}: missing or made from other inputs or settings; run `{step}` first")
 
 
 def compute_weights(
