@@ -1,13 +1,13 @@
 """Memory of the segment merge job against the number of cells that touch a unit face.
 
-The merge job (`unetflow segment --phase merge`) holds every face cell of the volume (its key, size and component)
-and the pairs joined across faces. This builds probability stores of square cells (`--cell` pixels, 2-pixel
-membranes) in units of `--unit` pixels, at two depths, labels every unit, then runs the merge in a fresh process
-per depth and prints its peak RSS (VmHWM), the face cells it held, and the bytes per face cell, so that the merge
-of a larger volume can be estimated from its face cells.
+The merge job (`unetflow segment --phase merge`) holds the face cells of a group of units (a z row of units for
+per-slice cells, the whole volume in 3D): their keys, sizes and components, and the pairs joined across faces. This
+builds probability stores of square cells (`--cell` pixels, 2-pixel membranes; columns through every slice, so in
+3D each is one cell) in units of `--unit` pixels, at two depths, labels every unit, then runs the merge in a fresh
+process per depth and prints its peak RSS (VmHWM), the face cells it held, and the bytes per extra face cell.
 
 Run by hand (not a test):
-    python benchmarks/merge_memory.py [--plane 2048] [--unit 512] [--cell 20] [--depths 50 100]
+    python benchmarks/merge_memory.py [--plane 2048] [--unit 512] [--cell 20] [--depths 50 100] [--dims 2]
 """
 
 from __future__ import annotations
@@ -28,14 +28,20 @@ def peak_mib() -> float:
     raise RuntimeError("no /proc/self/status")
 
 
-def merge_job(probabilities: str, out: str) -> dict:
+def job_of(probabilities: str, out: str, dims: int):
+    from unetflow.stages import segment
+
+    return segment.SegmentJob(probabilities, out, dims=dims, connectivity=6 if dims == 3 else 4)
+
+
+def merge_job(probabilities: str, out: str, dims: str) -> dict:
     from unetflow.stages import segment
 
     before = peak_mib()
     started = time.perf_counter()
-    numbering = segment.merge(segment.SegmentJob(probabilities, out))
+    numbering = segment.merge(job_of(probabilities, out, int(dims)))
     return {
-        "face cells": int(len(numbering.keys)),
+        "face cells": numbering.face_cells,
         "cells": numbering.count,
         "merge s": round(time.perf_counter() - started, 2),
         "peak RSS MiB": peak_mib(),
@@ -66,12 +72,13 @@ def main() -> None:
     parser.add_argument("--cell", type=int, default=20)
     parser.add_argument("--depths", type=int, nargs=2, default=[50, 100])
     parser.add_argument("--out", default="/tmp/unetflow-merge")
-    parser.add_argument("--job", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--dims", type=int, choices=[2, 3], default=2, help="cells per slice (2) or in 3D (3)")
+    parser.add_argument("--job", nargs=3, help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.job:
         print(json.dumps(merge_job(*a.job)))
         return
-    from unetflow.stages import segment
+    from unetflow.stages import segment  # noqa: F401 - fail early if the package is missing
 
     root = Path(a.out)
     shutil.rmtree(root, ignore_errors=True)
@@ -80,12 +87,13 @@ def main() -> None:
     for depth in a.depths:
         probs, out = root / f"p{depth}.ome.zarr", root / f"s{depth}.ome.zarr"
         build(probs, depth, a.plane, a.unit, a.cell)
-        segment.label(segment.SegmentJob(str(probs), str(out)))
-        run = subprocess.run([sys.executable, __file__, "--job", str(probs), str(out)], capture_output=True, text=True)
+        segment.label(job_of(str(probs), str(out), a.dims))
+        cmd = [sys.executable, __file__, "--job", str(probs), str(out), str(a.dims)]
+        run = subprocess.run(cmd, capture_output=True, text=True)
         if run.returncode:
             raise RuntimeError(run.stderr[-3000:])
         rows[depth] = json.loads(run.stdout.strip().splitlines()[-1])
-    print(f"plane {a.plane}^2, units {a.unit}^2, square cells of {a.cell} px, per slice (dims 2)")
+    print(f"plane {a.plane}^2, units {a.unit}^2, square cells of {a.cell} px, dims {a.dims}")
     for depth, r in rows.items():
         print(f"{depth:>4} slices: {json.dumps(r)}")
     (d0, r0), (d1, r1) = rows.items()

@@ -142,3 +142,22 @@ def test_units_equal_whole_array_labelling_in_2d_and_3d_arrays(tmp_path, shape, 
 def test_an_empty_mask_has_no_cells(tmp_path):
     got, count = _in_units(tmp_path, np.zeros((4, 4), bool), (2, 2), np.ones((3, 3), bool))
     assert count == 0 and not got.any()
+
+
+def test_per_slice_cells_are_merged_row_by_row_and_3d_cells_as_one_graph(tmp_path):
+    from unetflow.blocks import block_grid
+    from unetflow.components import UnitStore
+
+    mask = _volume()
+    for dims, connectivity, tables in ((2, 8, 9), (3, 26, 1)):
+        structure = segment.structure_for(dims, connectivity)
+        grid = block_grid(mask.shape, (1, 8, 8), (0, 0, 0), (1, 8, 8))
+        root = tmp_path / f"d{dims}"
+        UnitStore.create(root, grid, (1, 8, 8), {})
+        cells = UnitStore(root, grid)
+        for block in grid:
+            cells.label(block, mask[block.write], structure, 0)
+        numbering = cells.merge(structure, 0)
+        assert len(list((root / "tables").glob("*.npz"))) == tables  # one table per z row of units (9 slices)
+        whole = cells.cells_in(tuple(slice(0, s) for s in mask.shape), numbering)
+        _same_partition(whole, _whole(mask, structure, 0))

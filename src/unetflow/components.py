@@ -9,7 +9,8 @@ split over any number of jobs:
 2. **merge** (`merge_units`, one job): join the face cells across every face (edges and corners included for
    diagonal connectivity) with a sparse-graph connected-components pass, sum their sizes, drop those below
    `min_size`, and number everything: the complete cells of unit u get ids offset[u] + 1..m_u, joined cells follow
-   all of them. Memory grows with the cells that touch a face, not with the volume.
+   those of their group. Memory grows with the cells that touch a face of one group: a z row of units for
+   per-slice cells, the whole volume in 3D.
 3. **relabel** each unit through its offset and the table of joined cells (`relabel_unit`).
 
 The result equals labelling the whole mask at once, up to the numbering, min_size included (tested).
@@ -123,24 +124,43 @@ def summary_path(root: Path, index: Sequence[int]) -> Path:
     return Path(root) / str(int(index[0])) / f"{block_key(index)}.npz"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Numbering:
-    """The merge's result: per unit the offset of its complete cells, and the ids of the joined face cells."""
+    """The merge's result: per unit the offset of its complete cells, and per group of units (a z row of units
+    where cells cannot cross slices, else the whole volume) a table of the final ids of its face cells, kept in
+    `root` and loaded by group as the units that need it are relabelled."""
 
     offsets: np.ndarray  # int64, one per unit (C order)
-    keys: np.ndarray  # int64, sorted: unit << 32 | id in unit, for every face cell
-    ids: np.ndarray  # int64, final id of each key (0: dropped by min_size)
     count: int  # cells in the volume
+    face_cells: int  # keys in all the tables
+    per_group: int  # units per group
+    root: Path
+
+    def table(self, group: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, ids) of a group: keys sorted (unit << 32 | id in unit), ids final (0: dropped by min_size)."""
+        path = self.root / f"{group}.npz"
+        stat = path.stat()  # a table rewritten by a later merge is read afresh
+        return _load_table(path, stat.st_mtime_ns, stat.st_size)
+
+    def ids(self, unit: int, keys: np.ndarray) -> np.ndarray:
+        table_keys, table_ids = self.table(unit // self.per_group)
+        return table_ids[np.searchsorted(table_keys, keys)]
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, offsets=self.offsets, keys=self.keys, ids=self.ids, count=self.count)
+        np.savez(tmp, offsets=self.offsets, count=self.count, face_cells=self.face_cells, per_group=self.per_group)
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> Numbering:
         with np.load(path) as f:
-            return cls(f["offsets"], f["keys"], f["ids"], int(f["count"]))
+            return cls(f["offsets"], int(f["count"]), int(f["face_cells"]), int(f["per_group"]), path.parent / "tables")
+
+
+@lru_cache(maxsize=8)
+def _load_table(path: Path, mtime_ns: int, size: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ARG001 - cache key
+    with np.load(path) as f:
+        return f["keys"], f["ids"]
 
 
 def _neighbourhood(grid: BlockGrid, index: tuple[int, ...], axis: int) -> Iterator[tuple[int, ...]]:
@@ -194,44 +214,76 @@ def _pairs_across(
             source.append(slice(a - w.start, b - w.start))
         else:
             after[tuple(target)] = _global(s.faces[f"low{axis}"], linear(other), s.complete)[tuple(source)]
-    return face_pairs(before, after, axis, structure)
+    return _distinct_rows(face_pairs(before, after, axis, structure))  # one pair per two cells, not per voxel
 
 
-def merge_units(grid: BlockGrid, root: Path, structure: np.ndarray, min_size: int, cache: int = 64) -> Numbering:
-    """Step 2 over the summaries in `root` of every unit of `grid` (see the module doc)."""
+def _distinct_rows(pairs: np.ndarray) -> np.ndarray:
+    """The distinct rows of an (n, 2) array (a lexsort: much faster than np.unique(axis=0))."""
+    if len(pairs) < 2:
+        return pairs
+    ordered = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    new = np.ones(len(ordered), bool)
+    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    return ordered[new]
+
+
+def merge_units(
+    grid: BlockGrid, root: Path, structure: np.ndarray, min_size: int, out: Path, cache: int = 64
+) -> Numbering:
+    """Step 2 over the summaries in `root` of every unit of `grid` (see the module doc), its tables into `out`.
+
+    Where the structure never joins slices (per-slice cells), each z row of units is merged on its own, so memory
+    follows the face cells of one row, not of the volume; in 3D the whole volume is one group."""
     summary_of = lru_cache(maxsize=cache)(lambda index: load_summary(summary_path(root, index)))
     axes = connecting_axes(structure)
+    per_group = len(grid) if 0 in axes else len(grid) // grid.counts[0]
+    out.mkdir(parents=True, exist_ok=True)
     offsets = np.zeros(len(grid), np.int64)
-    keys, sizes, pairs = [], [], []
-    total = 0
-    for u in range(len(grid)):
-        unit = grid[u]
-        s = summary_of(unit.index)
-        offsets[u] = total
-        total += s.complete
-        local = np.arange(s.complete + 1, s.complete + 1 + len(s.face_sizes), dtype=np.int64)
-        keys.append((np.int64(u) << LOCAL_BITS) + local)
-        sizes.append(s.face_sizes)
-        for axis in axes:
-            pairs.append(_pairs_across(grid, unit, axis, structure, summary_of))
-    keys_all = np.concatenate([np.zeros(0, np.int64), *keys])  # sorted: by unit, then by id
-    sizes_all = np.concatenate([np.zeros(0, np.int64), *sizes])
-    pairs_all = np.concatenate([np.zeros((0, 2), np.int64), *pairs])
-    n = len(keys_all)
+    total = face_cells = 0
+    for group, first in enumerate(range(0, len(grid), per_group)):
+        keys, sizes, pairs = [], [], []
+        for u in range(first, first + per_group):
+            unit = grid[u]
+            s = summary_of(unit.index)
+            offsets[u] = total
+            total += s.complete
+            local = np.arange(s.complete + 1, s.complete + 1 + len(s.face_sizes), dtype=np.int64)
+            keys.append((np.int64(u) << LOCAL_BITS) + local)
+            sizes.append(s.face_sizes)
+            for axis in axes:
+                pairs.append(_pairs_across(grid, unit, axis, structure, summary_of))
+        keys_all = np.concatenate([np.zeros(0, np.int64), *keys])  # sorted: by unit, then by id
+        ids, joined = _join(
+            keys_all,
+            np.concatenate([np.zeros(0, np.int64), *sizes]),
+            np.concatenate([np.zeros((0, 2), np.int64), *pairs]),
+            min_size,
+            total,
+        )
+        total += joined
+        face_cells += len(keys_all)
+        tmp = out / f"{group}.tmp.npz"
+        np.savez(tmp, keys=keys_all, ids=ids)
+        os.replace(tmp, out / f"{group}.npz")
+    return Numbering(offsets, total, face_cells, per_group, out)
+
+
+def _join(keys: np.ndarray, sizes: np.ndarray, pairs: np.ndarray, min_size: int, before: int) -> tuple[np.ndarray, int]:
+    """Final ids of face cells joined by `pairs` (numbered after `before` cells, in order of their first key, those
+    below `min_size` voxels in all dropped to 0), and how many cells they make."""
+    n = len(keys)
     if n == 0:
-        return Numbering(offsets, keys_all, keys_all, total)
-    i, j = np.searchsorted(keys_all, pairs_all[:, 0]), np.searchsorted(keys_all, pairs_all[:, 1])
+        return np.zeros(0, np.int64), 0
+    i, j = np.searchsorted(keys, pairs[:, 0]), np.searchsorted(keys, pairs[:, 1])
     graph = coo_matrix((np.ones(len(i), bool), (i, j)), shape=(n, n))
     _, component = connected_components(graph, directed=False)
-    component_sizes = np.bincount(component, weights=sizes_all)
-    kept = component_sizes >= min_size
-    # Number kept components in order of their first key, after every complete cell.
+    kept = np.bincount(component, weights=sizes) >= min_size
     _, first = np.unique(component, return_index=True)
     order = np.argsort(first)
     number = np.zeros(len(first), np.int64)
     kept_in_order = order[kept[order]]
-    number[kept_in_order] = total + np.arange(1, len(kept_in_order) + 1)
-    return Numbering(offsets, keys_all, number[component], total + len(kept_in_order))
+    number[kept_in_order] = before + np.arange(1, len(kept_in_order) + 1)
+    return number[component], len(kept_in_order)
 
 
 def relabel_unit(labels: np.ndarray, unit: int, complete: int, numbering: Numbering) -> np.ndarray:
@@ -242,8 +294,7 @@ def relabel_unit(labels: np.ndarray, unit: int, complete: int, numbering: Number
     out[own] = local[own] + numbering.offsets[unit]
     face = local > complete
     if face.any():
-        keys = local[face] + (np.int64(unit) << LOCAL_BITS)
-        out[face] = numbering.ids[np.searchsorted(numbering.keys, keys)]
+        out[face] = numbering.ids(unit, local[face] + (np.int64(unit) << LOCAL_BITS))
     return out
 
 
@@ -279,7 +330,7 @@ class UnitStore:
 
     def merge(self, structure: np.ndarray, min_size: int) -> Numbering:
         """Step 2: the numbering of every unit's cells, kept in the store."""
-        numbering = merge_units(self.grid, self.root / "summaries", structure, min_size)
+        numbering = merge_units(self.grid, self.root / "summaries", structure, min_size, self.root / "tables")
         numbering.save(self.root / "numbering.npz")
         return numbering
 
