@@ -22,7 +22,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -317,15 +317,17 @@ class UnitStore:
         shards = None if chunks == unit else unit
         group.create_array("0", shape=grid.shape, chunks=chunks, shards=shards, dtype=np.uint32, fill_value=0)
 
-    def _array(self, mode: str = "r"):
+    @cached_property
+    def _array(self):
+        """The units' labels, opened once per store (not once per unit)."""
         import zarr
 
-        return zarr.open_group(str(self.root), mode=mode)["0"]
+        return zarr.open_group(str(self.root), mode="r+")["0"]
 
     def label(self, block: Block, mask: np.ndarray, structure: np.ndarray, min_size: int) -> None:
         """Step 1 for one unit: label it and keep its labels and summary."""
         labels, summary = label_unit(mask, structure, min_size)
-        self._array("r+")[block.write] = labels
+        self._array[block.write] = labels
         save_summary(summary_path(self.root / "summaries", block.index), summary)
 
     def merge(self, structure: np.ndarray, min_size: int) -> Numbering:
@@ -344,11 +346,11 @@ class UnitStore:
     def relabel(self, block: Block, numbering: Numbering) -> np.ndarray:
         """Step 3 for one unit: its final ids."""
         linear = int(np.ravel_multi_index(block.index, self.grid.counts))
-        return relabel_unit(self._array()[block.write], linear, self._complete(block.index), numbering)
+        return relabel_unit(self._array[block.write], linear, self._complete(block.index), numbering)
 
     def cells_in(self, region: tuple[slice, ...], numbering: Numbering) -> np.ndarray:
         """Final ids of any region (int64): the same for a cell wherever it is read."""
-        local = self._array()
+        local = self._array
         out = np.zeros([r.stop - r.start for r in region], np.int64)
         first = [r.start // b for r, b in zip(region, self.grid.block_shape, strict=True)]
         last = [(r.stop - 1) // b for r, b in zip(region, self.grid.block_shape, strict=True)]
