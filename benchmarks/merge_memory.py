@@ -1,7 +1,7 @@
 """Memory of the segment merge job against the number of cells that touch a unit face.
 
-The merge job (`unetflow segment --phase merge`) holds the face cells of a group of units (a z row of units for
-per-slice cells, the whole volume in 3D): their keys, sizes and components, and the pairs joined across faces. This
+The merge job (`unetflow segment --phase merge`) joins the cells on unit faces as a tree of groups of units
+(`unetflow.cell_merge`): each group holds the cells on its children's faces and the pairs joined across them. This
 builds probability stores of square cells (`--cell` pixels, 2-pixel membranes; columns through every slice, so in
 3D each is one cell) in units of `--unit` pixels, at two depths, labels every unit, then runs the merge in a fresh
 process per depth and prints its peak RSS (VmHWM), the face cells it held, and the bytes per extra face cell.

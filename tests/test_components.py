@@ -107,18 +107,27 @@ def test_segment_refuses_a_step_out_of_order(tmp_path):
         segment.relabel(job)
 
 
+def _merged(root, mask, unit, structure):
+    from unetflow.blocks import block_grid
+    from unetflow.components import UnitStore
+
+    grid = block_grid(mask.shape, unit, (0,) * mask.ndim, unit)
+    UnitStore.create(root, grid, unit, {})
+    cells = UnitStore(root, grid)
+    for block in grid:
+        cells.label(block, mask[block.write], structure, 0)
+    numbering = cells.merge(structure, 0)
+    return numbering, cells.cells_in(tuple(slice(0, s) for s in mask.shape), numbering)
+
+
 def _in_units(tmp_path, mask, unit, structure):
     """Label a mask unit by unit through a UnitStore (every step in this process) and read it back whole."""
     from unetflow.blocks import block_grid
     from unetflow.components import UnitStore
 
+    numbering, whole = _merged(tmp_path / "cells", mask, unit, structure)
     grid = block_grid(mask.shape, unit, (0,) * mask.ndim, unit)
-    UnitStore.create(tmp_path / "cells", grid, unit, {})
     cells = UnitStore(tmp_path / "cells", grid)
-    for block in grid:
-        cells.label(block, mask[block.write], structure, 0)
-    numbering = cells.merge(structure, 0)
-    whole = cells.cells_in(tuple(slice(0, s) for s in mask.shape), numbering)
     for block in grid:  # a unit relabelled alone reads the same ids
         assert np.array_equal(cells.relabel(block, numbering), whole[block.write])
     return whole, numbering.count
@@ -144,20 +153,33 @@ def test_an_empty_mask_has_no_cells(tmp_path):
     assert count == 0 and not got.any()
 
 
-def test_per_slice_cells_are_merged_row_by_row_and_3d_cells_as_one_graph(tmp_path):
-    from unetflow.blocks import block_grid
-    from unetflow.components import UnitStore
+def test_the_merge_tree_joins_per_slice_cells_within_a_z_row_and_3d_cells_across_the_volume():
+    from unetflow.cell_merge import MergeTree
 
-    mask = _volume()
-    for dims, connectivity, tables in ((2, 8, 9), (3, 26, 1)):
+    per_slice, volume = MergeTree((9, 4, 4), (1, 2)), MergeTree((9, 4, 4), (0, 1, 2))
+    assert per_slice.depth == 2 and per_slice.groups(1).counts == (9, 2, 2) and per_slice.groups(2).counts == (9, 1, 1)
+    assert volume.depth == 4 and volume.groups(1).counts == (5, 2, 2) and volume.groups(4).counts == (1, 1, 1)
+    assert MergeTree((3, 1, 1), (1, 2)).depth == 1  # one unit per slice: its face cells still close at level 1
+
+
+def test_per_slice_and_3d_cells_get_one_table_per_level_1_group(tmp_path):
+    mask = _volume()  # 9 x 30 x 27 in units of 1 x 8 x 8: 9 x 4 x 4 units
+    for dims, connectivity, tables in ((2, 8, 9 * 2 * 2), (3, 26, 5 * 2 * 2)):
         structure = segment.structure_for(dims, connectivity)
-        grid = block_grid(mask.shape, (1, 8, 8), (0, 0, 0), (1, 8, 8))
-        root = tmp_path / f"d{dims}"
-        UnitStore.create(root, grid, (1, 8, 8), {})
-        cells = UnitStore(root, grid)
-        for block in grid:
-            cells.label(block, mask[block.write], structure, 0)
-        numbering = cells.merge(structure, 0)
-        assert len(list((root / "tables").glob("*.npz"))) == tables  # one table per z row of units (9 slices)
-        whole = cells.cells_in(tuple(slice(0, s) for s in mask.shape), numbering)
+        numbering, whole = _merged(tmp_path / f"d{dims}", mask, (1, 8, 8), structure)
+        assert len(list((tmp_path / f"d{dims}" / "tables").glob("*.npz"))) == tables
         _same_partition(whole, _whole(mask, structure, 0))
+
+
+def test_a_group_of_the_tree_holds_the_cells_on_its_childrens_faces_not_the_volumes(tmp_path, monkeypatch):
+    from unetflow import cell_merge
+
+    held = []
+    save = cell_merge._Step.save
+    monkeypatch.setattr(cell_merge._Step, "save", lambda step, path: (held.append(len(step.nodes)), save(step, path)))
+    period = (np.arange(32) % 8) >= 2  # columns of 6 x 6 px through all 16 slices, on every unit's faces
+    mask = np.broadcast_to(period[:, None] & period[None, :], (16, 32, 32)).copy()
+    numbering, whole = _merged(tmp_path / "c", mask, (1, 8, 8), segment.structure_for(3, 6))
+    assert numbering.count == 16 and numbering.face_cells == 16 * 16
+    assert max(held) == 2 * 16  # the top group: the columns that cross its middle plane, from both halves
+    _same_partition(whole, _whole(mask, segment.structure_for(3, 6), 0))

@@ -46,8 +46,8 @@ from unetflow.blocks import (
     run_units,
     units_path,
 )
+from unetflow.cell_merge import summary_path as _summary_path
 from unetflow.components import Numbering, UnitStore
-from unetflow.components import summary_path as _summary_path
 from unetflow.distance import two_nearest
 from unetflow.image import Image
 from unetflow.labels import INSTANCES, cell_mask, instance_labels, recorded_convention, structure_for
