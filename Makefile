@@ -7,7 +7,7 @@ CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format clean
+.PHONY: install system demo test lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,16 @@ demo: $(STAMP)
 	@echo "Report: results/report/metrics.csv (per slice) and results/report/summary.csv (per volume)"
 	@cat results/report/summary.csv | cut -d, -f1-4
 
-test: $(STAMP)
+# The SLURM test (tests/test_slurm.py) brings up a one-node cluster; as root on Debian its packages are installed
+# here, elsewhere the test is skipped and says why.
+SYSTEM_PACKAGES := slurm-wlm munge
+APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES)
+
+system:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ ! -x /usr/sbin/slurmctld ]; then \
+		$(APT) >/dev/null || (apt-get update -q >/dev/null && $(APT) >/dev/null); fi
+
+test: $(STAMP) system
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
