@@ -44,6 +44,7 @@ OTHER = {
     ("datasets", "tiny_train", "z_range"): [0, 2],
     ("model", "pool"): [1, 2, 2],
     ("weights", "dims"): 3,
+    ("evaluate", "thresholds"): [0.3, 0.6],
     ("weights", "connectivity"): 8,
     ("predict", "block"): [1, 32, 32],
     ("predict", "shards"): 1,  # the tiny volumes' automatic number: nothing to re-run (3 jobs: test_workflow)

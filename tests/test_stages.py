@@ -162,7 +162,7 @@ def test_a_3d_segmentation_is_judged_against_cells_connected_in_3d(tmp_path):
     probs = _probability_store(tmp_path / "p.ome.zarr", cell, chunks=(2, 1, 8, 8))
     segment_volume(probs, tmp_path / "s.ome.zarr", dims=3, connectivity=6)
     evaluate_volume(tmp_path / "s.ome.zarr", truth, tmp_path / "m.csv", name="v", volume_out=tmp_path / "v.csv")
-    assert pd.read_csv(tmp_path / "v.csv").loc[0, "rand_error"] == pytest.approx(0.0)
+    assert pd.read_csv(tmp_path / "v.csv").loc[0, ["rand_error", "info_error", "warping_error"]].tolist() == [0, 0, 0]
     segment_volume(probs, tmp_path / "s2.ome.zarr", dims=2)  # four objects, one per slice, against per-slice truth
     evaluate_volume(tmp_path / "s2.ome.zarr", truth, tmp_path / "m2.csv", name="v", volume_out=tmp_path / "v2.csv")
     assert pd.read_csv(tmp_path / "v2.csv").loc[0, "rand_error"] == pytest.approx(0.0)
@@ -211,3 +211,45 @@ def test_evaluation_in_tiles_equals_whole_slices(tmp_path):
         whole, tiled = (pd.read_csv(tmp_path / f"v{dims}-{k}.csv") for k in (2048, 7))
         pd.testing.assert_frame_equal(whole, tiled)
         assert 0 < whole.loc[0, "rand_error"] < 1
+        # the warping error of each whole slice, and of the volume its pixel-weighted mean
+        from unetflow.warping import warping_error
+
+        labels = open_image(seg).array[:]
+        each = [warping_error(truth[z], labels[z] > 0) for z in range(3)]
+        assert list(frames[2048]["warping_error"]) == pytest.approx(each) and max(each) > 0
+        assert whole.loc[0, "warping_error"] == pytest.approx(np.mean(each), rel=1e-5)  # CSVs keep 7 digits
+
+
+def test_the_threshold_sweep_reports_each_metrics_best_and_where(tmp_path):
+    """Membranes predicted at 0.3 merge cells at the configured 0.5; the sweep finds the thresholds that split them
+    again, and its best equals evaluating the segmentation made at that threshold."""
+    import tifffile
+
+    from unetflow.stages.ingest import ingest
+
+    truth = np.ones((2, 24, 24), bool)
+    truth[:, :, 11:13] = False  # two cells per slice
+    tifffile.imwrite(tmp_path / "gt.tif", (truth * 255).astype(np.uint8), photometric="minisblack")
+    gt = ingest(tmp_path / "gt.tif", tmp_path / "gt.ome.zarr", "labels", chunks=(1, 8, 8))
+    cell = np.where(truth, 0.9, 0.6).astype(np.float32)  # membranes that a threshold of 0.5 misses
+    probs = _probability_store(tmp_path / "p.ome.zarr", cell)
+    seg = segment_volume(probs, tmp_path / "s.ome.zarr", threshold=0.5)
+    evaluate_volume(
+        seg,
+        gt,
+        tmp_path / "m.csv",
+        name="v",
+        volume_out=tmp_path / "v.csv",
+        probabilities=probs,
+        thresholds=[0.3, 0.7, 0.8],
+        segment_settings={"connectivity": 4, "dims": 2, "min_size": 0},
+    )
+    row = pd.read_csv(tmp_path / "v.csv").loc[0]
+    assert row["rand_error"] > 0.3 and row["warping_error"] > 0  # merged at 0.5
+    assert row["rand_error_best"] == pytest.approx(0.0) and row["rand_error_best_threshold"] == 0.7
+    assert row["pixel_error_best"] == pytest.approx(0.0) and row["warping_error_best"] == pytest.approx(0.0)
+    again = segment_volume(probs, tmp_path / "s7.ome.zarr", threshold=0.7)
+    evaluate_volume(again, gt, tmp_path / "m7.csv", name="v", volume_out=tmp_path / "v7.csv")
+    assert pd.read_csv(tmp_path / "v7.csv").loc[0, "info_error"] == pytest.approx(row["info_error_best"], abs=1e-6)
+    with pytest.raises(ValueError, match="needs the probabilities"):
+        evaluate_volume(seg, gt, tmp_path / "x.csv", thresholds=[0.5])

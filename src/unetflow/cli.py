@@ -125,7 +125,21 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from unetflow.stages.evaluate import evaluate_volume
 
     settings = check("evaluate", a.settings)
-    evaluate_volume(a.segmentation, a.truth, a.out, settings["connectivity"], a.name, a.volume_out)
+    thresholds = settings["thresholds"] if a.probabilities else ()
+    segment_settings = check("segment", a.segment_settings) if a.probabilities else None
+    if segment_settings is not None:
+        segment_settings = {k: segment_settings[k] for k in ("connectivity", "dims", "min_size")}
+    evaluate_volume(
+        a.segmentation,
+        a.truth,
+        a.out,
+        settings["connectivity"],
+        a.name,
+        a.volume_out,
+        probabilities=a.probabilities,
+        thresholds=thresholds,
+        segment_settings=segment_settings,
+    )
 
 
 def cmd_report(a: argparse.Namespace) -> None:
@@ -250,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default="")
     s.add_argument("--volume-out", default=None, help="also write the volume's metrics (pooled counts) to this CSV")
     s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="evaluate"))
+    s.add_argument(
+        "--probabilities",
+        default=None,
+        help="the probabilities the segmentation was made from: sweep evaluate.thresholds",
+    )
+    s.add_argument(
+        "--segment-settings", type=_json, default={}, help="the segment settings of the sweep (JSON, as for segment)"
+    )
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("report", help="collect metric CSVs into metrics.csv, summary.csv and cross_validation.csv")

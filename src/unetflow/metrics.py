@@ -1,13 +1,27 @@
-"""Segmentation metrics per slice, as the ISBI 2012 challenge defines them.
+"""Segmentation metrics, as the ISBI 2012 challenge defines them (Arganda-Carreras et al. 2015), per slice and
+per volume.
 
-- pixel error: fraction of pixels whose thresholded class differs from the ground truth;
-- Rand error (foreground-restricted): contingency table between ground-truth cells i and predicted
-  segments j over ground-truth cell pixels only (the background row dropped); predicted boundary pixels
-  (segment 0) inside ground-truth cells each count as a segment of their own;
-  precision = sum p_ij^2 / sum_j s_j^2, recall = sum p_ij^2 / sum_i t_i^2, error = 1 - 2PR / (P + R).
-  Differs from `skimage.metrics.adapted_rand_error`, which treats predicted 0 as one big segment.
-  With no ground-truth cell pixels there is nothing to get wrong and the error is 0;
+Which pixels count: the **pixel error**, **IoU** and **Dice** count every pixel. The Rand and information scores
+count only pixels inside ground-truth cells (truth 0, the membrane, is dropped: "foreground-restricted"), over the
+contingency table n_ij of ground-truth cell i and predicted segment j; a pixel the prediction calls boundary
+(segment 0) inside a ground-truth cell counts as a segment of its own (a singleton), as in the challenge's script.
+With N such pixels, p_ij = n_ij / N, t_i = sum_j p_ij (truth), s_j = sum_i p_ij (prediction):
+
+- pixel error: fraction of pixels whose thresholded class differs from the truth's;
+- Rand: split score V_split = sum p_ij^2 / sum t_i^2 (low when cells are split), merge score
+  V_merge = sum p_ij^2 / sum s_j^2 (low when cells are merged), error 1 - 2 V_split V_merge / (V_split + V_merge);
+- information: with entropies H(S) of the prediction, H(T) of the truth and their mutual information I,
+  V_split = I / H(S), V_merge = I / H(T), error 1 - their harmonic mean (a score is 1 where its entropy is 0);
 - IoU and Dice of the cell and membrane classes (a class absent from both truth and prediction scores 1).
+
+With no ground-truth cell pixels there is nothing to get wrong: Rand and information errors are 0.
+How `skimage.metrics` differs (tested): `adapted_rand_error(truth, prediction, ignore_labels=(0,))` counts pairs
+of distinct pixels (each sum of n^2 less n) where the challenge counts all pairs, and returns (error, "precision",
+"recall") with "precision" dividing by the truth's pairs (the split score here) and "recall" by the prediction's
+(the merge score); `variation_of_information(truth, prediction, ignore_labels=(0,))` gives the conditional
+entropies (H(S|T), H(T|S)) = (H(S) - I, H(T) - I) in bits (here: nats). Both treat predicted 0 as one big
+segment, not as singletons, so they agree only where the prediction has no 0 inside truth cells. The warping error
+is in `unetflow.warping`.
 """
 
 from __future__ import annotations
@@ -23,7 +37,7 @@ def pixel_error(predicted_cell: np.ndarray, true_cell: np.ndarray) -> float:
 
 
 def rand_scores(predicted_segments: np.ndarray, true_cells: np.ndarray) -> tuple[float, float, float]:
-    """(Rand error, precision, recall) restricted to ground-truth cells (see module docstring)."""
+    """(Rand error, merge score, split score) restricted to ground-truth cells (see the module doc)."""
     pred, truth = np.asarray(predicted_segments), np.asarray(true_cells)
     if pred.shape != truth.shape:
         raise ValueError(f"shapes differ: prediction {pred.shape}, truth {truth.shape}")
@@ -104,7 +118,7 @@ class Counts:
         return self
 
     def rand_scores(self) -> tuple[float, float, float]:
-        """(Rand error, precision, recall) as `rand_scores` defines them."""
+        """(Rand error, merge score, split score) as the module doc defines them."""
         if not self.truth_sizes:
             return 0.0, 1.0, 1.0
         sum_pij2 = float(sum(n * n for n in self.pairs.values())) + self.singletons
@@ -113,22 +127,53 @@ class Counts:
             columns[j] = columns.get(j, 0) + n
         sum_s2 = float(sum(n * n for n in columns.values())) + self.singletons
         sum_t2 = float(sum(n * n for n in self.truth_sizes.values()))
-        precision, recall = sum_pij2 / sum_s2, sum_pij2 / sum_t2
-        return float(1.0 - 2 * precision * recall / (precision + recall)), float(precision), float(recall)
+        merge, split = sum_pij2 / sum_s2, sum_pij2 / sum_t2
+        return float(1.0 - 2 * merge * split / (merge + split)), float(merge), float(split)
+
+    def entropies(self) -> tuple[float, float, float]:
+        """(H(S), H(T), I(S; T)) in nats, of the prediction S and the truth T over ground-truth cell pixels."""
+        n = float(sum(self.truth_sizes.values()))
+        if n == 0:
+            return 0.0, 0.0, 0.0
+        columns: dict[int, int] = {}
+        for (_, j), c in self.pairs.items():
+            columns[j] = columns.get(j, 0) + c
+
+        def h(counts) -> float:
+            p = np.fromiter(counts, np.float64) / n
+            return float(-(p * np.log(p)).sum())
+
+        singles = self.singletons * (np.log(n) / n)  # each predicted boundary pixel: a segment of one pixel
+        h_s = h(columns.values()) + singles
+        h_t = h(self.truth_sizes.values())
+        h_st = h(self.pairs.values()) + singles
+        return h_s, h_t, max(0.0, h_s + h_t - h_st)
+
+    def information_scores(self) -> tuple[float, float, float]:
+        """(information error, merge score I/H(T), split score I/H(S)) as the module doc defines them."""
+        h_s, h_t, mutual = self.entropies()
+        split = mutual / h_s if h_s > 0 else 1.0
+        merge = mutual / h_t if h_t > 0 else 1.0
+        score = 2 * split * merge / (split + merge) if split + merge > 0 else 0.0
+        return float(1.0 - score), float(merge), float(split)
 
     def metrics(self) -> dict[str, float]:
         """The row `slice_metrics` gives, from the counts."""
         (tn, fp), (fn, tp) = self.confusion.tolist()
         total = tn + fp + fn + tp
-        error, precision, recall = self.rand_scores()
+        error, merge, split = self.rand_scores()
+        info_error, info_merge, info_split = self.information_scores()
 
         iou_cell, dice_cell = _overlap(tp, tp + fp, tp + fn)
         iou_membrane, dice_membrane = _overlap(tn, tn + fn, tn + fp)
         return {
             "pixel_error": (fp + fn) / total if total else 0.0,
             "rand_error": error,
-            "rand_precision": precision,
-            "rand_recall": recall,
+            "rand_split": split,
+            "rand_merge": merge,
+            "info_error": info_error,
+            "info_split": info_split,
+            "info_merge": info_merge,
             "iou_cell": iou_cell,
             "iou_membrane": iou_membrane,
             "dice_cell": dice_cell,

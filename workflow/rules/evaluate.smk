@@ -1,7 +1,10 @@
 rule evaluate:
-    """Per-slice pixel error, foreground-restricted Rand error, IoU and Dice against ground truth."""
+    """Per-slice and per-volume ISBI metrics against ground truth (pixel, Rand, information and warping errors,
+    IoU, Dice), and their best over the threshold sweep (probabilities segmented again at each threshold).
+    """
     input:
         segmentation=results("{run}/{volume}/segmentation.ome.zarr"),
+        probabilities=results("{run}/{volume}/probabilities.ome.zarr"),
         truth=lambda wc: labels_zarr(wc.volume),
     output:
         metrics=results("{run}/{volume}/metrics.csv"),
@@ -16,8 +19,9 @@ rule evaluate:
         runtime=60,
     params:
         settings=section("evaluate", "evaluate"),
+        segment=section("segment", "segment"),
         code=stage_code("evaluate"),
     shell:
         "python -m unetflow evaluate {input.segmentation:q} {input.truth:q} {output.metrics:q} --name {wildcards.volume:q} "
-        "--volume-out {output.volume:q} "
-        "--settings {params.settings:q} > {log:q} 2>&1"
+        "--volume-out {output.volume:q} --probabilities {input.probabilities:q} "
+        "--settings {params.settings:q} --segment-settings {params.segment:q} > {log:q} 2>&1"

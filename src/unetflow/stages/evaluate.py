@@ -8,7 +8,7 @@ beside it (`<csv>.provenance.json`, see `unetflow.store.write_table`).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,14 @@ from unetflow.labels import INSTANCES, cell_mask, recorded_convention, structure
 from unetflow.metrics import Counts
 from unetflow.provenance import input_fingerprint, make_record, stage_code
 from unetflow.settings import check, defaults
+from unetflow.stages.segment import segment_volume
 from unetflow.store import open_image, write_table
+from unetflow.warping import warping_error
 
 TILE = (1, 2048, 2048)  # what a slice is read in: memory per tile, whatever the slice's size
+# The warping error needs a whole slice (topology is not additive over tiles): about 30 bytes per pixel, so slices
+# up to 4096^2 (about 0.5 GB); larger slices get no warping error (NaN).
+WARPING_MAX_PIXELS = 4096 * 4096
 
 
 def _true_cells(
@@ -50,6 +55,9 @@ def _true_cells(
     return lambda region: cells.cells_in(region, numbering)
 
 
+SWEPT = ("pixel_error", "rand_error", "info_error", "warping_error")  # volume metrics whose best over the sweep is kept
+
+
 def evaluate_volume(
     segmentation: str | Path,
     truth: str | Path,
@@ -58,18 +66,27 @@ def evaluate_volume(
     name: str = "",
     volume_out: str | Path | None = None,
     tile: tuple[int, int, int] = TILE,
+    probabilities: str | Path | None = None,
+    thresholds: Sequence[float] = (),
+    segment_settings: dict | None = None,
 ) -> pd.DataFrame:
     """Per-slice metrics into `out`; with `volume_out`, the volume's metrics from all its slices' counts pooled
     (each slice's cells are objects of their own; a 3D segmentation against cells connected in 3D) into a one-row
     CSV. Slices are read in tiles of `tile` and their counts added up (`unetflow.metrics.Counts`): equal to the
-    whole-slice computation, in memory bounded by the tile."""
-    check("evaluate", {"connectivity": connectivity})
+    whole-slice computation, in memory bounded by the tile.
+
+    With `probabilities` and `thresholds` (the challenge's sweep), the volume is segmented again at each threshold
+    with `segment_settings` and the volume row gets, for each metric of `SWEPT`, its best value over the sweep
+    (`<metric>_best`) and the threshold that gave it (`<metric>_best_threshold`)."""
+    check("evaluate", {"connectivity": connectivity, "thresholds": list(thresholds)})
     seg, gt = open_image(segmentation), open_image(truth)
     start, stop = seg.attrs.get("z_range") or (0, gt.shape[0])
     if seg.shape != (stop - start, *gt.shape[1:]):
         raise ValueError(
             f"{segmentation} has shape {seg.shape} but ground truth {truth} has {gt.shape} (slices {start}-{stop - 1})"
         )
+    if thresholds and probabilities is None:
+        raise ValueError("evaluate: a threshold sweep needs the probabilities the segmentation was made from")
     convention = recorded_convention(gt.attrs, truth)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".evaluate-cells-", dir=Path(out).parent) as scratch:
@@ -78,15 +95,47 @@ def evaluate_volume(
         in_3d = None
         if seg.attrs.get("dims") == 3:
             in_3d = _true_cells(gt, convention, start, stop, structure_for(3, 6), Path(scratch) / "3d")
-        rows, volume = _count(seg, gt, convention, start, tile, per_slice, in_3d, name)
+
+        def scores(labels: Image) -> tuple[list[dict], dict]:
+            rows, volume = _count(labels, gt, convention, start, tile, per_slice, in_3d, name)
+            warped = [_warping(labels, gt, convention, start, z, connectivity) for z in range(labels.shape[0])]
+            for row, (wrong, pixels) in zip(rows, warped, strict=True):
+                row["warping_error"] = wrong / pixels if pixels else np.nan
+            pixels = sum(p for _, p in warped)
+            warping = sum(w for w, _ in warped) / pixels if pixels and all(p for _, p in warped) else np.nan
+            return rows, {"volume": name, "slices": len(rows), **volume.metrics(), "warping_error": warping}
+
+        rows, volume_row = scores(seg)
+        swept = []
+        for threshold in thresholds:
+            settings = {**(segment_settings or {}), "threshold": float(threshold)}
+            at = segment_volume(probabilities, Path(scratch) / f"sweep-{threshold}.ome.zarr", **settings)
+            swept.append((float(threshold), scores(open_image(at))[1]))
+    for metric in SWEPT if swept else ():
+        found = [(row[metric], t) for t, row in swept if np.isfinite(row[metric])]
+        value, threshold = min(found) if found else (np.nan, np.nan)
+        volume_row[f"{metric}_best"], volume_row[f"{metric}_best_threshold"] = value, threshold
     frame = pd.DataFrame(rows)
     inputs = {"segmentation": input_fingerprint(segmentation), "truth": input_fingerprint(truth)}
-    record = make_record(inputs, {"connectivity": connectivity, "name": name}, stage_code("evaluate"))
+    settings = {"connectivity": connectivity, "name": name, "thresholds": list(thresholds)}
+    if swept:
+        inputs["probabilities"] = input_fingerprint(probabilities)
+        settings["segment"] = segment_settings or {}
+    record = make_record(inputs, settings, stage_code("evaluate"))
     if volume_out is not None:
-        row = pd.DataFrame([{"volume": name, "slices": len(rows), **volume.metrics()}])
-        write_table(row, volume_out, record)
+        write_table(pd.DataFrame([volume_row]), volume_out, record)
     write_table(frame, out, record)
     return frame
+
+
+def _warping(seg: Image, gt: Image, convention: str, start: int, z: int, connectivity: int) -> tuple[int, int]:
+    """(pixels still wrong after warping, pixels) of slice z, 2D; (0, 0) for a slice too large to warp whole."""
+    pixels = int(np.prod(seg.shape[1:]))
+    if pixels > WARPING_MAX_PIXELS:
+        return 0, 0
+    predicted = np.asarray(seg.array[z]) > 0
+    truth = cell_mask(np.asarray(gt.array[start + z]), convention)
+    return round(warping_error(truth, predicted, foreground=connectivity) * pixels), pixels
 
 
 def _count(
