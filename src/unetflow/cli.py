@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from unetflow import __version__
-from unetflow.settings import check, default, defaults
+from unetflow.settings import check, default, defaults, result_settings
 
 SETTINGS_HELP = "the {section} section of the config as JSON (defaults and checks: the config schema)"
 
@@ -126,9 +126,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
     settings = check("evaluate", a.settings)
     thresholds = settings["thresholds"] if a.probabilities else ()
-    segment_settings = check("segment", a.segment_settings) if a.probabilities else None
-    if segment_settings is not None:
-        segment_settings = {k: segment_settings[k] for k in ("connectivity", "dims", "min_size")}
+    segment_settings = None
+    if a.probabilities:  # the result-changing ones (the sweep sets the threshold)
+        segment_settings = result_settings("segment", check("segment", a.segment_settings), "segment")
+        segment_settings.pop("threshold")
     evaluate_volume(
         a.segmentation,
         a.truth,

@@ -48,11 +48,19 @@ def _faces(labels: np.ndarray, axes: Sequence[int]) -> dict[str, np.ndarray]:
     return out
 
 
-def label_unit(mask: np.ndarray, structure: np.ndarray, min_size: int) -> tuple[np.ndarray, UnitSummary]:
-    """Label one unit (step 1): uint32 ids, complete cells first, then the cells on a face."""
+def label_unit(
+    mask: np.ndarray, structure: np.ndarray, min_size: int, cells: np.ndarray | None = None
+) -> tuple[np.ndarray, UnitSummary]:
+    """Label one unit (step 1): uint32 ids, complete cells first, then the cells on a face. With `cells` (ids
+    found otherwise, 0 outside cells) those are the unit's cells instead of the mask's components."""
     if mask.size >= 2**32:
         raise ValueError(f"a unit of {mask.shape} voxels is too large to label on its own (2^32 voxels at most)")
-    local, count = ndimage.label(mask, structure=structure)
+    if cells is None:
+        local, count = ndimage.label(mask, structure=structure)
+    else:
+        ids, inverse = np.unique(cells, return_inverse=True)
+        local = inverse.reshape(cells.shape) + (0 if ids[0] == 0 else 1)
+        count = int(local.max())
     axes = connecting_axes(structure)
     on_face = np.zeros(count + 1, bool)
     for plane in _faces(local, axes).values():
@@ -107,9 +115,11 @@ class UnitStore:
 
         return zarr.open_group(str(self.root), mode="r+")["0"]
 
-    def label(self, block: Block, mask: np.ndarray, structure: np.ndarray, min_size: int) -> None:
-        """Step 1 for one unit: label it and keep its labels and summary."""
-        labels, summary = label_unit(mask, structure, min_size)
+    def label(
+        self, block: Block, mask: np.ndarray, structure: np.ndarray, min_size: int, cells: np.ndarray | None = None
+    ) -> None:
+        """Step 1 for one unit: label it (or take `cells`, see `label_unit`) and keep its labels and summary."""
+        labels, summary = label_unit(mask, structure, min_size, cells)
         self._array[block.write] = labels
         save_summary(summary_path(self.root / "summaries", block.index), summary)
 

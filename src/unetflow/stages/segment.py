@@ -43,6 +43,7 @@ from unetflow.store import (
     remove,
     write_levels,
 )
+from unetflow.watershed import seeded_watershed
 
 _D = defaults("segment")
 _RESULT = tuple(result_settings("segment", _D, "segment"))  # the settings that change a segmentation
@@ -58,6 +59,10 @@ class SegmentJob:
     connectivity: int = _D["connectivity"]
     dims: int | None = _D["dims"]
     min_size: int = _D["min_size"]
+    method: str = _D["method"]
+    seeds: str = _D["seeds"]
+    seed_threshold: float = _D["seed_threshold"]
+    seed_distance: int = _D["seed_distance"]
     cell_class: int = 1
 
     def __post_init__(self) -> None:
@@ -110,6 +115,12 @@ def _plan(job: SegmentJob) -> _Plan:
         stage_code("segment"),
     )
     grid = file_grid(Path(job.probabilities), leading_axes=1)
+    if job.method == "watershed" and (dims != 2 or tuple(grid.block_shape[1:]) != tuple(grid.shape[1:])):
+        raise ValueError(
+            f"{job.probabilities}: segment.method watershed runs per whole slice: it needs segment.dims 2 (got "
+            f"{dims}) and probability files of whole slices (got {tuple(grid.block_shape)} of {tuple(grid.shape)}; "
+            "slices up to about 4096 x 4096 at predict.file_mb 64); use segment.method components"
+        )
     return _Plan(probs, grid, dims, structure_for(dims, job.connectivity), record)
 
 
@@ -126,8 +137,16 @@ def label(job: SegmentJob, part: tuple[int, int] = (0, 1), limit: int | None = N
     cells = UnitStore(job.units, plan.grid)
 
     def one(block: Block) -> None:
-        stored = plan.probs.array[(job.cell_class, *block.write)]
-        cells.label(block, decode_probabilities(stored) > job.threshold, plan.structure, job.min_size)
+        cell = decode_probabilities(plan.probs.array[(job.cell_class, *block.write)])
+        found = None
+        if job.method == "watershed":
+            found = np.zeros(cell.shape, np.int64)
+            for z in range(cell.shape[0]):  # ids unique within the unit: each slice's after the previous'
+                ids = seeded_watershed(
+                    cell[z], job.threshold, job.seeds, job.seed_threshold, job.seed_distance, job.connectivity
+                )
+                found[z] = np.where(ids > 0, ids + found.max(), 0)
+        cells.label(block, cell > job.threshold, plan.structure, job.min_size, found)
 
     return run_units(job.units, plan.grid, part, one, limit)
 
@@ -199,9 +218,13 @@ def segment_volume(
     dims: int | None = _D["dims"],
     min_size: int = _D["min_size"],
     cell_class: int = 1,
+    **watershed: Any,
 ) -> Path:
-    """Every step in this process: the whole segmentation of one probability store (resumable)."""
-    job = SegmentJob(str(probabilities), str(out), threshold, connectivity, dims, min_size, cell_class)
+    """Every step in this process: the whole segmentation of one probability store (resumable); `watershed`:
+    `method` and the seeds' settings (see `SegmentJob`)."""
+    job = SegmentJob(
+        str(probabilities), str(out), threshold, connectivity, dims, min_size, cell_class=cell_class, **watershed
+    )
     with exclusive(job.out):
         label(job)
         merge(job)
