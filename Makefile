@@ -24,13 +24,13 @@ demo: $(STAMP)
 	@echo "Report: results/report/metrics.csv (per slice) and results/report/summary.csv (per volume)"
 	@cat results/report/summary.csv | cut -d, -f1-4
 
-# The SLURM test (tests/test_slurm.py) brings up a one-node cluster; as root on Debian its packages are installed
-# here, elsewhere the test is skipped and says why.
-SYSTEM_PACKAGES := slurm-wlm munge
+# The SLURM test (tests/test_slurm.py) brings up a one-node cluster and the report test opens the HTML report in
+# Chromium; as root on Debian their packages are installed here, elsewhere those tests are skipped and say why.
+SYSTEM_PACKAGES := slurm-wlm munge chromium
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES)
 
 system:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ ! -x /usr/sbin/slurmctld ]; then \
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { [ ! -x /usr/sbin/slurmctld ] || [ ! -x /usr/bin/chromium ]; }; then \
 		$(APT) >/dev/null || (apt-get update -q >/dev/null && $(APT) >/dev/null); fi
 
 test: $(STAMP) system

@@ -66,9 +66,11 @@ def test_adding_an_experiment_plans_only_its_jobs(matrix):
     # Its weights equal base's (same settings, same store); the report gathers its metrics too.
     assert planned_jobs(run.stdout + run.stderr) == {
         "train": 1,
+        "training_curves": 1,
         "predict": 2,
         "segment": 2,
         "evaluate": 1,
+        "overlay": 1,
         "report": 1,
         "all": 1,
     }

@@ -19,12 +19,12 @@ pytestmark = pytest.mark.integration
 # What a changed result of each stage re-runs in the tiny pipeline (one experiment, no folds, one shard).
 DOWNSTREAM = {
     "evaluate": {"evaluate", "report"},
-    "segment": {"segment", "evaluate", "report"},
-    "predict": {"predict", "segment", "evaluate", "report"},
-    "train": {"train", "predict", "segment", "evaluate", "report"},
-    "weights": {"weights", "weights_figure", "train", "predict", "segment", "evaluate", "report"},
-    "ingest": {"ingest", "weights", "weights_figure", "train", "predict", "segment", "evaluate", "report"},
+    "segment": {"segment", "evaluate", "overlay", "report"},
+    "predict": {"predict", "segment", "evaluate", "overlay", "report"},
+    "train": {"train", "training_curves", "predict", "segment", "evaluate", "overlay", "report"},
 }
+DOWNSTREAM["weights"] = DOWNSTREAM["train"] | {"weights", "weights_figure"}
+DOWNSTREAM["ingest"] = DOWNSTREAM["weights"] | {"ingest"}
 DOWNSTREAM["synthesize"] = DOWNSTREAM["ingest"] | {"synthesize"}
 # A new results folder re-runs everything from ingest (the tiny datasets name their TIFFs under results/ literally).
 DOWNSTREAM["all"] = DOWNSTREAM["ingest"]

@@ -54,13 +54,14 @@ def test_changed_setting_reruns_only_what_it_touches(pipeline):
     (pipeline / "changed.yaml").write_text(yaml.safe_dump(changed))
     run = snakemake(pipeline, "--configfile", "changed.yaml", "-n", "--quiet", "rules")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert planned_jobs(run.stdout + run.stderr) == {"segment": 2, "evaluate": 1, "report": 1, "all": 1}
+    assert planned_jobs(run.stdout + run.stderr) == {"segment": 2, "evaluate": 1, "overlay": 1, "report": 1, "all": 1}
     retrained = yaml.safe_load((pipeline / "tiny.yaml").read_text())
     retrained["train"]["ema"] = 0.5
     (pipeline / "retrained.yaml").write_text(yaml.safe_dump(retrained))
     run = snakemake(pipeline, "--configfile", "retrained.yaml", "-n", "--quiet", "rules")
     assert run.returncode == 0, run.stderr[-3000:]
-    expected = {"train": 1, "predict": 2, "segment": 2, "evaluate": 1, "report": 1, "all": 1}
+    expected = {"train": 1, "training_curves": 1, "predict": 2, "segment": 2, "evaluate": 1, "overlay": 1}
+    expected.update({"report": 1, "all": 1})
     assert planned_jobs(run.stdout + run.stderr) == expected
 
 
@@ -71,7 +72,7 @@ def test_sharded_prediction_scatters_gathers_and_matches(pipeline, tmp_path):
     config["predict"]["shards"] = 3
     (work / "three.yaml").write_text(yaml.safe_dump(config))
     dry = snakemake(work, "--configfile", "three.yaml", "-n", "--quiet", "rules")
-    expected = {"predict_shard": 6, "predict": 2, "segment": 2, "evaluate": 1, "report": 1, "all": 1}
+    expected = {"predict_shard": 6, "predict": 2, "segment": 2, "evaluate": 1, "overlay": 1, "report": 1, "all": 1}
     assert planned_jobs(dry.stdout + dry.stderr) == expected
     # Jobs from the volumes' sizes: 2 x 96 x 96 and 2 x 100 x 120 voxels at 10 000 per job are 2 and 3 jobs;
     # files of one 64 x 64 block (two float16 classes, 16 KiB) give each job blocks of its own.
@@ -167,6 +168,8 @@ def test_isbi_config_dry_run_lists_every_stage(isbi_dir, tmp_path, config):
         "predict": 2,
         "segment": 2,
         "evaluate": 1,
+        "training_curves": 1,
+        "overlay": 1,
         "report": 1,
         "all": 1,
     }
@@ -191,3 +194,15 @@ def test_lint_is_clean():
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Lints for" not in run.stdout + run.stderr
+
+
+def test_the_html_report_holds_curves_overlays_charts_and_tables(pipeline):
+    r = pipeline / "results" / "report"
+    for png in (r / "curves" / "tiny.png", r / "overlays" / "tiny" / "tiny_validation.png", r / "experiments.png"):
+        assert png.stat().st_size > 5000, png
+    run = snakemake(pipeline, "--configfile", "tiny.yaml", "--report", "report.html")
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = (pipeline / "report.html").read_text()
+    for text in ("Training", "Segmentations", "Metrics", "Weight maps", "unetflow: U-Net segmentation of EM volumes"):
+        assert text in html, text
+    assert "Configured experiments: tiny." in html

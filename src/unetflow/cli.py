@@ -75,6 +75,18 @@ def cmd_figure_weights(a: argparse.Namespace) -> None:
     weight_figure(a.images, a.labels, a.weights, a.out, a.slice)
 
 
+def cmd_figure_curves(a: argparse.Namespace) -> None:
+    from unetflow.stages.figures import training_curves
+
+    training_curves(a.train_log, a.out)
+
+
+def cmd_figure_overlay(a: argparse.Namespace) -> None:
+    from unetflow.stages.figures import overlay_figure
+
+    overlay_figure(a.images, a.labels, a.segmentation, a.out, a.slices)
+
+
 def cmd_train(a: argparse.Namespace) -> None:
     from unetflow.experiment import Experiment
     from unetflow.stages.train import run
@@ -211,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out")
     s.add_argument("--slice", type=int, default=0)
     s.set_defaults(func=cmd_figure_weights)
+
+    s = sub.add_parser("figure-curves", help="PNG: training loss and validation metrics of a train_log.csv")
+    s.add_argument("train_log")
+    s.add_argument("out")
+    s.set_defaults(func=cmd_figure_curves)
+
+    s = sub.add_parser("figure-overlay", help="PNG: slices with true and predicted cells, false merges and splits")
+    s.add_argument("images")
+    s.add_argument("labels")
+    s.add_argument("segmentation")
+    s.add_argument("out")
+    s.add_argument("--slices", type=int, default=3, help="how many slices, evenly spread")
+    s.set_defaults(func=cmd_figure_overlay)
 
     s = sub.add_parser("train", help="train a U-Net; writes model.pt and train_log.csv")
     s.add_argument("--experiment", type=_json, required=True, help="the run: name, model, train and fold as JSON")

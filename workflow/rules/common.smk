@@ -391,6 +391,10 @@ def all_outputs():
     outputs = []
     for run in RUNS:
         outputs.append(model_file(run))  # trained even where nothing is to be segmented
+        outputs.append(results(f"report/curves/{run}.png"))
+        outputs += [
+            results(f"report/overlays/{run}/{v}.png") for v in evaluated_volumes(run)
+        ]
         outputs += [
             results(f"{run}/{v}/segmentation.ome.zarr") for v in run_volumes(run)
         ]
@@ -404,6 +408,7 @@ def all_outputs():
             results(f"report/{t}.csv")
             for t in ("metrics", "summary", "cross_validation", "volumes")
         ]
+        outputs += [results("report/experiments.png"), results("report/tables.html")]
     return list(dict.fromkeys(outputs))
 
 

@@ -19,6 +19,16 @@ rule report:
         ),
         cross_validation=results("report/cross_validation.csv"),
         volumes=results("report/volumes.csv"),
+        comparison=report(
+            results("report/experiments.png"),
+            caption="../report/experiments.rst",
+            category="Metrics",
+        ),
+        tables=report(
+            results("report/tables.html"),
+            caption="../report/tables.rst",
+            category="Metrics",
+        ),
     log:
         results("logs/report.log"),
     conda:
@@ -34,3 +44,54 @@ rule report:
     shell:
         "python -m unetflow report --metrics {input.metrics:q} --volume-metrics {input.volumes:q} "
         "--runs {params.runs:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule training_curves:
+    """A run's training loss and validation metrics against the iteration."""
+    input:
+        results("models/{run}/train_log.csv"),
+    output:
+        report(
+            results("report/curves/{run}.png"),
+            caption="../report/curves.rst",
+            category="Training",
+        ),
+    log:
+        results("logs/training_curves/{run}.log"),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        code=stage_code("figures"),
+    shell:
+        "python -m unetflow figure-curves {input:q} {output:q} > {log:q} 2>&1"
+
+
+rule overlay:
+    """A few slices of an evaluated volume: true and predicted cells, false merges and false splits marked."""
+    input:
+        images=lambda wc: images_zarr(wc.volume),
+        labels=lambda wc: labels_zarr(wc.volume),
+        segmentation=results("{run}/{volume}/segmentation.ome.zarr"),
+    output:
+        report(
+            results("report/overlays/{run}/{volume}.png"),
+            caption="../report/overlays.rst",
+            category="Segmentations",
+        ),
+    log:
+        results("logs/overlay/{run}/{volume}.log"),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        code=stage_code("figures"),
+    shell:
+        "python -m unetflow figure-overlay {input.images:q} {input.labels:q} {input.segmentation:q} {output:q} "
+        "--slices 3 > {log:q} 2>&1"

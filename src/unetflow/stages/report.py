@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from unetflow.provenance import input_fingerprint, make_record, stage_code
-from unetflow.store import write_table
+from unetflow.stages.figures import experiments_chart
+from unetflow.store import atomic_output, write_table
 
 ID_COLUMNS = ("experiment", "fold", "volume", "slice")
 RUN = re.compile(r"^(?P<experiment>[A-Za-z][A-Za-z0-9_-]*)(/fold(?P<fold>[0-9]+))?$")
@@ -97,7 +98,8 @@ def write_report(
     volume_files: Sequence[str | Path] | None = None,
 ) -> tuple[Path, ...]:
     """metrics.csv, summary.csv and cross_validation.csv; with `volume_files` (one per run, as evaluate writes them)
-    also volumes.csv, one row per experiment, fold and volume with the metrics of the volume's pooled counts."""
+    also volumes.csv, one row per experiment, fold and volume with the metrics of the volume's pooled counts, and
+    experiments.png, a chart of them; and tables.html, the tables for a browser."""
     out_dir = Path(out_dir)
     metrics = collect(metric_files, runs)
     summary = summarize(metrics)
@@ -109,4 +111,26 @@ def write_report(
     names = list(runs) * (2 if volume_files else 1)
     inputs = {f"{run}:{i}": input_fingerprint(p) for i, (p, run) in enumerate(zip(files, names, strict=True))}
     record = make_record(inputs, {"runs": list(runs)}, stage_code("report"))
-    return tuple(write_table(frame, out_dir / name, record) for name, frame in tables.items())
+    written = [write_table(frame, out_dir / name, record) for name, frame in tables.items()]
+    if volume_files:
+        written.append(experiments_chart(tables["volumes.csv"], out_dir / "experiments.png"))
+    written.append(_html_tables(tables, out_dir / "tables.html"))
+    return tuple(written)
+
+
+def _html_tables(tables: dict[str, pd.DataFrame], out: Path) -> Path:
+    """The tables as one HTML page, for the report to show in a browser (a CSV it can only offer as a download)."""
+    titles = {
+        "summary.csv": "Summary per experiment, fold and volume (mean and standard deviation over slices)",
+        "volumes.csv": "Volumes (metrics of each volume's pooled counts; best over the threshold sweep)",
+        "cross_validation.csv": "Cross-validation (mean, standard deviation and worst fold)",
+        "metrics.csv": "Per slice",
+    }
+    parts = ["<html><head><meta charset='utf-8'><title>unetflow metrics</title></head><body>"]
+    for name, title in titles.items():
+        if name in tables and len(tables[name]):
+            parts += [f"<h2>{title}</h2>", tables[name].to_html(index=False, float_format=lambda v: f"{v:.4g}")]
+    parts.append("</body></html>")
+    with atomic_output(out) as tmp:
+        Path(tmp).write_text("\n".join(parts))
+    return out
