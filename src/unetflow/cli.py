@@ -217,10 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_weights)
 
     s = sub.add_parser("figure-weights", help="PNG: image, labels and weight map of one slice")
-    s.add_argument("images")
-    s.add_argument("labels")
-    s.add_argument("weights")
-    s.add_argument("out")
+    for name in ("images", "labels", "weights", "out"):
+        s.add_argument(name)
     s.add_argument("--slice", type=int, default=0)
     s.set_defaults(func=cmd_figure_weights)
 
@@ -230,10 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_figure_curves)
 
     s = sub.add_parser("figure-overlay", help="PNG: slices with true and predicted cells, false merges and splits")
-    s.add_argument("images")
-    s.add_argument("labels")
-    s.add_argument("segmentation")
-    s.add_argument("out")
+    for name in ("images", "labels", "segmentation", "out"):
+        s.add_argument(name)
     s.add_argument("--slices", type=int, default=3, help="how many slices, evenly spread")
     s.set_defaults(func=cmd_figure_overlay)
 

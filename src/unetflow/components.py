@@ -24,16 +24,8 @@ import numpy as np
 from scipy import ndimage
 
 from unetflow.blocks import Block, BlockGrid
-from unetflow.cell_merge import (
-    LOCAL_BITS,
-    Numbering,
-    UnitSummary,
-    connecting_axes,
-    load_summary,
-    merge_units,
-    save_summary,
-    summary_path,
-)
+from unetflow.cell_merge import Numbering, merge_units
+from unetflow.unit_faces import LOCAL_BITS, UnitSummary, connecting_axes, load_summary, save_summary, summary_path
 
 __all__ = ["Numbering", "UnitStore", "connecting_axes", "label_unit", "relabel_unit", "summary_path"]
 

@@ -46,7 +46,6 @@ from unetflow.blocks import (
     run_units,
     units_path,
 )
-from unetflow.cell_merge import summary_path as _summary_path
 from unetflow.components import Numbering, UnitStore
 from unetflow.distance import two_nearest
 from unetflow.image import Image
@@ -54,6 +53,7 @@ from unetflow.labels import INSTANCES, cell_mask, instance_labels, recorded_conv
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
 from unetflow.settings import check, defaults
 from unetflow.store import create_image, exclusive, levels_in, open_image, partial_path, remove
+from unetflow.unit_faces import summary_path as _summary_path
 
 _D = defaults("weights")
 
