@@ -1,4 +1,6 @@
-"""Evaluate: per-slice metrics of a segmentation against ground truth, into a CSV (one row per slice).
+"""Evaluate: the ISBI metrics of a segmentation against ground truth (`unetflow.metrics`, `unetflow.warping`) into
+a CSV, one row per slice, and the volume's metrics into a one-row CSV, with the best of each over the challenge's
+threshold sweep.
 
 A segmentation of part of a stack (a fold's held-out slices) records the slice range it covers; it is compared with
 those slices of the truth, and rows carry the slices' numbers in the whole stack. The CSV's provenance record sits
@@ -107,7 +109,7 @@ def evaluate_volume(
 
         rows, volume_row = scores(seg)
         swept = []
-        for threshold in thresholds:
+        for threshold in thresholds if volume_out is not None else ():  # the sweep only feeds the volume row
             settings = {**(segment_settings or {}), "threshold": float(threshold)}
             at = segment_volume(probabilities, Path(scratch) / f"sweep-{threshold}.ome.zarr", **settings)
             swept.append((float(threshold), scores(open_image(at))[1]))
