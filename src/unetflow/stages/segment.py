@@ -140,12 +140,13 @@ def label(job: SegmentJob, part: tuple[int, int] = (0, 1), limit: int | None = N
         cell = decode_probabilities(plan.probs.array[(job.cell_class, *block.write)])
         found = None
         if job.method == "watershed":
-            found = np.zeros(cell.shape, np.int64)
+            found, offset = np.zeros(cell.shape, np.int64), 0
             for z in range(cell.shape[0]):  # ids unique within the unit: each slice's after the previous'
                 ids = seeded_watershed(
                     cell[z], job.threshold, job.seeds, job.seed_threshold, job.seed_distance, job.connectivity
                 )
-                found[z] = np.where(ids > 0, ids + found.max(), 0)
+                found[z] = np.where(ids > 0, ids + offset, 0)
+                offset += int(ids.max(initial=0))
         cells.label(block, cell > job.threshold, plan.structure, job.min_size, found)
 
     return run_units(job.units, plan.grid, part, one, limit)
