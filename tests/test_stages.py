@@ -166,6 +166,8 @@ def test_a_3d_segmentation_is_judged_against_cells_connected_in_3d(tmp_path):
     segment_volume(probs, tmp_path / "s2.ome.zarr", dims=2)  # four objects, one per slice, against per-slice truth
     evaluate_volume(tmp_path / "s2.ome.zarr", truth, tmp_path / "m2.csv", name="v", volume_out=tmp_path / "v2.csv")
     assert pd.read_csv(tmp_path / "v2.csv").loc[0, "rand_error"] == pytest.approx(0.0)
+    assert pd.read_csv(tmp_path / "v.csv").loc[0, "warping_error_3d"] == 0  # the tube, whole in 3D
+    assert np.isnan(pd.read_csv(tmp_path / "v2.csv").loc[0, "warping_error_3d"])  # per-slice cells: no 3D topology
 
 
 def test_the_report_refuses_files_that_are_not_its_csvs(tmp_path):
@@ -218,6 +220,9 @@ def test_evaluation_in_tiles_equals_whole_slices(tmp_path):
         each = [warping_error(truth[z], labels[z] > 0) for z in range(3)]
         assert list(frames[2048]["warping_error"]) == pytest.approx(each) and max(each) > 0
         assert whole.loc[0, "warping_error"] == pytest.approx(np.mean(each), rel=1e-5)  # CSVs keep 7 digits
+        if dims == 3:  # and in 3D, of the whole volume, cells 6-connected
+            in_3d = warping_error(truth, labels > 0, foreground=6)
+            assert whole.loc[0, "warping_error_3d"] == pytest.approx(in_3d, rel=1e-5) and in_3d > 0
 
 
 def test_the_threshold_sweep_reports_each_metrics_best_and_where(tmp_path):

@@ -29,8 +29,10 @@ from unetflow.warping import warping_error
 
 TILE = (1, 2048, 2048)  # what a slice is read in: memory per tile, whatever the slice's size
 # The warping error needs a whole slice (topology is not additive over tiles): about 30 bytes per pixel, so slices
-# up to 4096^2 (about 0.5 GB); larger slices get no warping error (NaN).
+# up to 4096^2 (about 0.5 GB); larger slices get no warping error (NaN). The 3D warping error of a 3D segmentation
+# needs the whole volume: up to 2^27 voxels (512 x 512 x 512, about 16 bytes per voxel); larger volumes get NaN.
 WARPING_MAX_PIXELS = 4096 * 4096
+WARPING_3D_MAX_VOXELS = 2**27
 
 
 def _true_cells(
@@ -57,7 +59,8 @@ def _true_cells(
     return lambda region: cells.cells_in(region, numbering)
 
 
-SWEPT = ("pixel_error", "rand_error", "info_error", "warping_error")  # volume metrics whose best over the sweep is kept
+# volume metrics whose best over the sweep is kept
+SWEPT = ("pixel_error", "rand_error", "info_error", "warping_error", "warping_error_3d")
 
 
 def evaluate_volume(
@@ -105,7 +108,9 @@ def evaluate_volume(
                 row["warping_error"] = wrong / pixels if pixels else np.nan
             pixels = sum(p for _, p in warped)
             warping = sum(w for w, _ in warped) / pixels if pixels and all(p for _, p in warped) else np.nan
-            return rows, {"volume": name, "slices": len(rows), **volume.metrics(), "warping_error": warping}
+            in_3d_warping = _warping_3d(labels, gt, convention, start) if labels.attrs.get("dims") == 3 else np.nan
+            volume_row = {"volume": name, "slices": len(rows), **volume.metrics(), "warping_error": warping}
+            return rows, {**volume_row, "warping_error_3d": in_3d_warping}
 
         rows, volume_row = scores(seg)
         swept = []
@@ -138,6 +143,16 @@ def _warping(seg: Image, gt: Image, convention: str, start: int, z: int, connect
     predicted = np.asarray(seg.array[z]) > 0
     truth = cell_mask(np.asarray(gt.array[start + z]), convention)
     return round(warping_error(truth, predicted, foreground=connectivity) * pixels), pixels
+
+
+def _warping_3d(seg: Image, gt: Image, convention: str, start: int) -> float:
+    """The warping error of the whole volume in 3D (cells 6-connected, membranes 26-connected, as a 3D segmentation
+    labels cells); NaN for a volume too large to warp whole."""
+    if int(np.prod(seg.shape)) > WARPING_3D_MAX_VOXELS:
+        return np.nan
+    predicted = np.asarray(seg.array[:]) > 0
+    truth = cell_mask(np.asarray(gt.array[start : start + seg.shape[0]]), convention)
+    return warping_error(truth, predicted, foreground=6)
 
 
 def _count(
