@@ -3,10 +3,15 @@
 #       snakemake --configfile config/isbi2012.yaml (real ISBI 2012 data)
 # Data flow and stages: README.md; settings: workflow/schemas/config.schema.yaml.
 
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from unetflow.settings import typed_overrides
 
 # A --configfile given on the command line replaces the embedded default instead of merging into it.
 if not workflow.overwrite_configfiles:
@@ -14,6 +19,9 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# Nested values of --config arrive as strings ('train={iterations: 5000}'): read them as YAML where the schema
+# expects a number, a boolean or a list.
+config.update(typed_overrides(config))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -58,8 +58,13 @@ def test_mismatched_files_and_missing_sources_are_named(tmp_path):
         ingest(tmp_path, tmp_path / "x.ome.zarr")
     with pytest.raises(FileNotFoundError, match="missing.tif"):
         ingest(tmp_path / "missing.tif", tmp_path / "y.ome.zarr")
-    with pytest.raises(FileNotFoundError, match="no TIFF files"):
+    with pytest.raises(FileNotFoundError, match="the glob matches no .tif or .tiff file"):
         ingest(tmp_path / "nothing*.tif", tmp_path / "z.ome.zarr")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="a folder without .tif or .tiff files"):
+        ingest(tmp_path / "empty", tmp_path / "z.ome.zarr")
+    with pytest.raises(FileNotFoundError, match="expected a .tif or .tiff file"):
+        ingest(tmp_path / "notes.txt", tmp_path / "z.ome.zarr")
 
 
 def test_color_tiff_is_refused(tmp_path):

@@ -2,6 +2,7 @@
 
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,17 +15,32 @@ from unetflow.runtime import autocast, memory_format, resolve_precision
 CPU = torch.device("cpu")
 
 
-def test_auto_precision_is_fp32_on_cpu_and_bf16_on_cuda():
-    assert resolve_precision(CPU, "auto") == "fp32"
-    assert resolve_precision(torch.device("cuda"), "auto") == "bf16"
-    assert resolve_precision(CPU, "fp32") == "fp32"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert resolve_precision(CPU, "bf16") == "bf16"
-    emulated = not torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert [("emulated" in str(w.message)) for w in caught] == ([True] if emulated else [])
+def test_auto_precision_is_bf16_where_the_hardware_has_it(monkeypatch):
+    import unetflow.runtime as runtime
+
+    cuda = torch.device("cuda")
+    assert resolve_precision(cuda, "auto") == "bf16" and resolve_precision(cuda, "auto", cpu_auto_bf16=True) == "bf16"
+    assert resolve_precision(CPU, "auto") == "fp32"  # prediction keeps fp32 on every CPU
+    for native in (True, False):  # training: bf16 only on CPUs with AVX512-BF16 or AMX
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda native=native: native)
+        assert resolve_precision(CPU, "auto", cpu_auto_bf16=True) == ("bf16" if native else "fp32")
+        assert resolve_precision(CPU, "fp32", cpu_auto_bf16=True) == "fp32"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert resolve_precision(CPU, "bf16") == "bf16"
+        assert [("emulated" in str(w.message)) for w in caught] == ([] if native else [True])
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision(CPU, "fp16")
+
+
+def test_native_bf16_is_read_from_the_cpus_flags(monkeypatch):
+    import unetflow.runtime as runtime
+
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text().split() if cpuinfo.exists() else []
+    if not flags:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    assert runtime.cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def test_autocast_runs_convolutions_in_bf16_only_when_asked():

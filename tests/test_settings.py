@@ -58,3 +58,24 @@ def test_experiment_holds_exactly_the_model_changing_settings():
     assert outputs == (36, 36) and inputs[0] > 36
     with pytest.raises(ValueError, match="model"):
         Experiment.from_dict({"name": "x", "model": {"architecture": "unet3p", "padding": "valid"}})
+
+
+def test_nested_command_line_strings_are_read_as_yaml_where_the_schema_takes_no_string():
+    from unetflow.settings import typed_overrides
+
+    given = {
+        "results": "out",
+        "train": {"iterations": "16", "lr": "1e-3", "optimizer": "adam", "augment": {"flip": "false"}},
+        "predict": {"block": "[1, 64, 64]", "device": "cpu"},
+        "segment": {"connectivity": "8", "dims": "null"},
+        "experiments": {"e": {"train_on": ["a"], "folds": "3", "model": {"base_width": "8"}}},
+        "datasets": {"a": {"images": "123.tif", "voxel_size": "[50, 4, 4]", "unit": "nanometer"}},
+    }
+    typed = typed_overrides(given)
+    assert typed["train"] == {"iterations": 16, "lr": 0.001, "optimizer": "adam", "augment": {"flip": False}}
+    assert typed["predict"] == {"block": [1, 64, 64], "device": "cpu"}
+    assert typed["segment"] == {"connectivity": 8, "dims": None}
+    assert typed["experiments"]["e"]["folds"] == 3 and typed["experiments"]["e"]["model"] == {"base_width": 8}
+    assert typed["datasets"]["a"] == {"images": "123.tif", "voxel_size": [50, 4, 4], "unit": "nanometer"}
+    assert given["train"]["iterations"] == "16"  # a new dict
+    assert typed_overrides({"train": {"iterations": "many"}})["train"]["iterations"] == "many"  # left to validation

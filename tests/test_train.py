@@ -237,7 +237,9 @@ def test_bf16_training_runs_and_keeps_the_training_layout(data, tmp_path, monkey
     model, payload = load_model(model_path)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: weights stay fp32
     assert payload["best"] is not None
-    reference = train(MODEL, settings(), slices, validation, tmp_path / "fp32", "cpu", 1, {"fingerprint": "b"})
+    reference = train(
+        MODEL, settings(precision="fp32"), slices, validation, tmp_path / "fp32", "cpu", 1, {"fingerprint": "b"}
+    )
     a, b = load_model(model_path)[0], load_model(reference)[0]
     assert not torch.equal(next(a.parameters()), next(b.parameters()))  # bf16 really ran
 

@@ -97,6 +97,61 @@ def test_sharded_prediction_scatters_gathers_and_matches(pipeline, tmp_path):
     assert not list((work / "results").rglob("*.partial")) and not list((work / "results").rglob("*.done"))
 
 
+def test_nested_settings_are_overridden_with_config_in_yaml_flow_style(pipeline):
+    """`--config 'train={iterations: 8}'` arrives from Snakemake as the string '8'; it is read as YAML and merged
+    into the config file's section, so the same value plans nothing and another one retrains."""
+    same = snakemake(pipeline, "--configfile", "tiny.yaml", "--config", "train={iterations: 8, ema: 0.9}", "-n")
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert "Nothing to be done" in same.stdout + same.stderr
+    args = ("--configfile", "tiny.yaml", "--config", "train={iterations: 16}", "segment={threshold: 0.6}", "-n")
+    changed = snakemake(pipeline, *args, "--quiet", "rules")
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert {"train", "predict", "segment", "evaluate"} <= set(planned_jobs(changed.stdout + changed.stderr))
+    wrong = snakemake(pipeline, "--configfile", "tiny.yaml", "--config", "train={iterations: many}", "-n")
+    assert wrong.returncode != 0 and "many" in wrong.stdout + wrong.stderr
+
+
+def test_datasets_given_as_a_glob_or_a_folder_run_and_empty_ones_are_named(pipeline, tmp_path):
+    """README's own-data example: images as a glob or a folder of TIFF slices plan and run like one stack; a glob
+    that matches nothing and a folder without TIFFs stop the workflow with their own messages, unlike a missing
+    file (Snakemake's missing input, naming it)."""
+    import tifffile
+
+    work = tmp_path / "copy"
+    shutil.copytree(pipeline, work, symlinks=True)
+    stack = tifffile.imread(work / "results" / "synthetic" / "volume-images.tif")
+    (work / "slices").mkdir()
+    for z, page in enumerate(stack):
+        tifffile.imwrite(work / "slices" / f"z{z:03d}.tif", page)
+    (work / "slices" / "notes.txt").write_text("not a slice")
+    config = yaml.safe_load((work / "tiny.yaml").read_text())
+    config["datasets"]["globbed"] = {"images": "slices/z*.tif", "voxel_size": [50, 4, 4]}
+    config["datasets"]["folder"] = {"images": "slices", "voxel_size": [50, 4, 4]}
+    config["experiments"]["tiny"]["predict_on"] += ["globbed", "folder"]
+    (work / "own.yaml").write_text(yaml.safe_dump(config))
+    targets = [f"results/tiny/{name}/probabilities.ome.zarr" for name in ("globbed", "folder")]
+    run = snakemake(work, *targets, "--configfile", "own.yaml")
+    assert run.returncode == 0, run.stderr[-4000:]
+    reference = open_image(work / "results" / "tiny" / "tiny_volume" / "probabilities.ome.zarr").array[:]
+    for target in targets:
+        np.testing.assert_array_equal(open_image(work / target).array[:], reference)
+    tifffile.imwrite(work / "slices" / "z001.tif", 255 - stack[1])  # a slice changed: both stacks are ingested again
+    dry = snakemake(work, *targets, "-n", "--quiet", "rules", "--configfile", "own.yaml")
+    assert planned_jobs(dry.stdout + dry.stderr).get("ingest") == 2, dry.stdout + dry.stderr
+    (work / "empty").mkdir()
+    config["experiments"]["tiny"]["predict_on"].append("bad")
+    for images, message in (
+        ("nothing/*.tif", "dataset 'bad': images 'nothing/*.tif' is a glob that matches no file"),
+        ("empty", "dataset 'bad': images 'empty' is a folder without .tif or .tiff files"),
+        ("absent.tif", "absent.tif"),
+    ):
+        config["datasets"]["bad"] = {"images": images, "voxel_size": [50, 4, 4]}
+        (work / "bad.yaml").write_text(yaml.safe_dump(config))
+        run = snakemake(work, "--configfile", "bad.yaml", "-n")
+        assert run.returncode != 0 and message in run.stdout + run.stderr, run.stdout + run.stderr
+    assert "MissingInputException" in run.stdout + run.stderr  # the missing file, as Snakemake names it
+
+
 def test_a_stack_copied_by_several_jobs_equals_one_copy(pipeline, tmp_path):
     work = tmp_path / "copy"
     shutil.copytree(pipeline, work, symlinks=True)

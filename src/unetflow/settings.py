@@ -9,6 +9,7 @@ can use it before any job runs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 from collections.abc import Iterator
@@ -75,6 +76,46 @@ def check(section: str, values: dict[str, Any] | None, where: str | None = None)
         name = ".".join([where or section, *map(str, first.absolute_path)])
         raise ValueError(f"config: {name}: {first.message}")
     return filled
+
+
+def typed_overrides(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with nested values given on Snakemake's command line read as YAML where the schema expects no string.
+
+    `snakemake --config 'train={iterations: 5000}'` merges the mapping into the config file's section, but hands
+    its values over as strings ('5000'); a string where the schema allows none is parsed as a YAML scalar or list
+    (so '5000' becomes 5000 and '[1, 256, 256]' a list), and validation then judges the result. A new dict."""
+    return _typed(copy.deepcopy(config), schema(), ())
+
+
+def _typed(value: Any, node: dict[str, Any], path: tuple[str, ...]) -> Any:
+    if "$ref" in node:
+        node = {**_resolve(node["$ref"]), **{k: v for k, v in node.items() if k != "$ref"}}
+    if isinstance(value, str):
+        kinds = node.get("type", [])
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        takes_string = "string" in kinds or value in node.get("enum", ()) or not (kinds or "enum" in node)
+        if not takes_string:
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+            if isinstance(parsed, str) and "number" in kinds:  # PyYAML reads 1e-3 as a string (YAML 1.1)
+                with contextlib.suppress(ValueError):
+                    return float(parsed)
+            return value if isinstance(parsed, dict | str) else parsed
+        return value
+    if isinstance(value, dict):
+        properties = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        for key, child in value.items():
+            sub = properties.get(key, extra if isinstance(extra, dict) else {})
+            if sub.get("type") == "object" and "properties" not in sub and key in schema()["properties"]:
+                sub = section_schema(key)  # an experiment's override of a top-level section
+            value[key] = _typed(child, sub, (*path, key))
+        return value
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        return [_typed(item, node["items"], path) for item in value]
+    return value
 
 
 def defaults(section: str) -> dict[str, Any]:

@@ -55,6 +55,36 @@ def ome_attributes(
     }
 
 
+CLASS_COLORS = ("FF0000", "00FF00", "0000FF", "FFFF00", "FF00FF", "00FFFF")  # membrane red, cell green, ...
+
+
+def label_metadata(properties: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """NGFF 0.5 `image-label` metadata (with `properties` of label values, if any): viewers such as napari and
+    neuroglancer then show the store as labels (an id per cell), not as intensities."""
+    entry: dict[str, Any] = {"version": OME_VERSION}
+    if properties:
+        entry["properties"] = [dict(p) for p in properties]
+    return {"image-label": entry}
+
+
+def channel_metadata(names: Sequence[str], dtype: Any) -> dict[str, Any]:
+    """NGFF `omero` metadata naming each channel (the classes of a probability image) with a colour and the display
+    window of its values: 0..1, or 0..255 where probabilities are stored as uint8."""
+    top = 255.0 if np.dtype(dtype) == np.uint8 else 1.0
+    window = {"min": 0.0, "max": top, "start": 0.0, "end": top}
+    channels = [
+        {"label": str(name), "color": CLASS_COLORS[i % len(CLASS_COLORS)], "window": dict(window), "active": True}
+        for i, name in enumerate(names)
+    ]
+    return {"omero": {"channels": channels}}
+
+
+def set_ome(path: str | Path, extra: dict[str, Any]) -> None:
+    """Merge `extra` (such as `label_metadata`) into the OME metadata of the image at `path`."""
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs["ome"] = {**group.attrs["ome"], **extra}
+
+
 def create_image(
     path: str | Path,
     shape: Sequence[int],
@@ -67,13 +97,14 @@ def create_image(
     fill_value: Any = 0,
     shards: Sequence[int] | None = None,
     levels: int = 0,
+    ome_extra: dict[str, Any] | None = None,
 ) -> zarr.Array:
     """Create an empty OME-Zarr image at `path` (overwriting) and return its writable full-resolution array.
 
     With `shards` (whole multiples of `chunks`), chunks are stored in zarr v3 shards of that shape, one file
     each: a writer must then write whole shards, one writer per shard. With `levels`, arrays "1".."levels" halve
     y and x each, in files that halve likewise (so that the writer of a file of level 0 writes its share of every
-    level: `write_levels`)."""
+    level: `write_levels`). `ome_extra` joins the OME metadata (`label_metadata`, `channel_metadata`)."""
     if len(axes) != len(shape) or len(chunks) != len(shape):
         raise ValueError(f"axes {axes!r}, shape {tuple(shape)} and chunks {tuple(chunks)} disagree")
     spatial = sum(a != "c" for a in axes)
@@ -86,7 +117,8 @@ def create_image(
     if shards is None:
         chunks = tuple(max(1, min(int(c), int(s))) for c, s in zip(chunks, shape, strict=True))
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    group.attrs["ome"] = ome_attributes(axes, voxel_size, unit, name=_final_name(path), levels=levels)
+    ome = ome_attributes(axes, voxel_size, unit, name=_final_name(path), levels=levels)
+    group.attrs["ome"] = {**ome, **(ome_extra or {})}
     group.attrs["unetflow"] = attrs or {}
     files = tuple(int(f) for f in shards) if shards is not None else tuple(int(c) for c in chunks)
     arrays = []

@@ -16,18 +16,32 @@ import tifffile
 from unetflow.store import TIFF_SUFFIXES
 
 
+def is_glob(source: str | Path) -> bool:
+    return any(ch in str(source) for ch in "*?[")
+
+
+def tiff_files(source: str | Path) -> list[str]:
+    """The TIFF files (.tif, .tiff) a glob or a folder holds, in sorted order; possibly none."""
+    text = str(source)
+    found = glob.glob(text) if is_glob(text) else [str(p) for p in Path(text).iterdir()]
+    return sorted(f for f in found if Path(f).suffix.lower() in TIFF_SUFFIXES)
+
+
 def resolve_sources(source: str | Path) -> list[Path]:
     """The TIFF files a source names: one file, every TIFF in a folder, or a glob, in sorted order."""
     text = str(source)
-    if any(ch in text for ch in "*?["):
-        files = sorted(Path(p) for p in glob.glob(text))
+    if is_glob(text):
+        files = [Path(f) for f in tiff_files(text)]
+        if not files:
+            raise FileNotFoundError(f"{source}: the glob matches no .tif or .tiff file")
     elif Path(text).is_dir():
-        files = sorted(p for p in Path(text).iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
+        files = [Path(f) for f in tiff_files(text)]
+        if not files:
+            raise FileNotFoundError(f"{source}: a folder without .tif or .tiff files")
+    elif Path(text).suffix.lower() not in TIFF_SUFFIXES:
+        raise FileNotFoundError(f"{source}: expected a .tif or .tiff file, a folder of them or a glob")
     else:
         files = [Path(text)]
-    files = [f for f in files if f.suffix.lower() in TIFF_SUFFIXES]
-    if not files:
-        raise FileNotFoundError(f"{source}: no TIFF files found (expected a .tif file, a folder or a glob)")
     for f in files:
         if not f.is_file():
             raise FileNotFoundError(f"{f}: no such TIFF file")

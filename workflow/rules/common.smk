@@ -24,6 +24,7 @@ from unetflow.folds import Fold
 from unetflow.provenance import digest, stage_code
 from unetflow.settings import check, model_changing, result_settings
 from unetflow.store import is_remote, is_zarr_source
+from unetflow.tiff import is_glob, tiff_files
 
 RESULTS = config["results"]
 ENV = "../../envs/unetflow.yaml"
@@ -422,9 +423,26 @@ def ingest_path(wildcards):
 
 
 def ingest_source(wildcards):
-    """The source as an input file of the ingest job; a URL is no file (its fingerprint names it instead)."""
+    """The source as input files of the ingest job: a URL is no file (its fingerprint names it instead); a glob or a
+    folder of TIFF slices is its files, so that a changed slice re-runs ingest. A glob that matches nothing and a
+    folder without TIFFs are refused here, by name; a missing file is left to Snakemake (a rule may make it).
+    """
     path = ingest_path(wildcards)
-    return [] if is_remote(path) else path
+    if is_remote(path) or is_zarr_source(path):
+        return [] if is_remote(path) else path
+    key = "labels" if wildcards.kind == "labels" else "images"
+    where = f"config: dataset {wildcards.dataset!r}: {key} {path!r}"
+    if is_glob(path):
+        files = tiff_files(path)
+        if not files:
+            raise ValueError(f"{where} is a glob that matches no file")
+        return files
+    if os.path.isdir(path):
+        files = tiff_files(path)
+        if not files:
+            raise ValueError(f"{where} is a folder without .tif or .tiff files")
+        return files
+    return path
 
 
 def ingest_options(wildcards):

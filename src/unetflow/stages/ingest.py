@@ -49,12 +49,13 @@ from unetflow.store import (
     exclusive,
     is_remote,
     is_zarr_source,
+    label_metadata,
     levels_in,
-    ome_attributes,
     open_image,
     partial_path,
     remove,
     set_attrs,
+    set_ome,
     write_levels,
 )
 from unetflow.tiff import iter_slabs, page_shapes, resolve_sources
@@ -154,7 +155,17 @@ def copy_slabs(job: IngestJob, part: tuple[int, int] = (0, 1), limit: int | None
         attrs = {RECORD_KEY: {"fingerprint": identity}}
         levels = level_count(plan.shape[-2:], files[-2:])
         create_image(
-            fresh, plan.shape, plan.dtype, chunks, "zyx", job.voxel_size, job.unit, attrs, shards=files, levels=levels
+            fresh,
+            plan.shape,
+            plan.dtype,
+            chunks,
+            "zyx",
+            job.voxel_size,
+            job.unit,
+            attrs,
+            shards=files,
+            levels=levels,
+            ome_extra=label_metadata() if job.kind == "labels" else None,
         )
         (fresh / SLABS_DIR).mkdir()
 
@@ -223,6 +234,8 @@ def finish(job: IngestJob) -> Path:
         except ValueError:
             remove(job.store)  # the source is wrong: copying it again cannot help
             raise
+        cell = {"binary255": 255, "binary01": 1}.get(attrs["label_convention"])
+        set_ome(job.store, label_metadata([{"label-value": cell, "class": "cell"}] if cell else ()))
     else:
         attrs["intensity"] = stats.result().to_dict()
     set_attrs(job.store, attrs)
@@ -329,8 +342,7 @@ def reference(
     }
     with atomic_output(out) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        group.attrs["ome"] = ome_attributes("zyx", voxel, unit, name=Path(str(out)).name)
-        group.attrs["unetflow"] = attrs
+        group.attrs["unetflow"] = attrs  # no OME metadata: a record of the image read in place, not an image
     return Path(out)
 
 

@@ -46,6 +46,7 @@ from unetflow.pyramid import level_count
 from unetflow.runtime import release_free_memory, resolve_precision, select_device, set_threads
 from unetflow.settings import check, defaults
 from unetflow.store import (
+    channel_metadata,
     create_image,
     encode_probabilities,
     exclusive,
@@ -234,7 +235,17 @@ def prepare_store(job: PredictJob, shape: tuple[int, ...], image: Image, attrs: 
         chunks, files = (shape[0], *job.block), (shape[0], *(job.group or job.block))
         levels = level_count(shape[-2:], files[-2:])
         create_image(
-            fresh, shape, job.dtype, chunks, "czyx", image.voxel_size, image.unit, attrs, shards=files, levels=levels
+            fresh,
+            shape,
+            job.dtype,
+            chunks,
+            "czyx",
+            image.voxel_size,
+            image.unit,
+            attrs,
+            shards=files,
+            levels=levels,
+            ome_extra=channel_metadata(attrs["classes"], job.dtype),
         )
 
     return open_partial(job.store, attrs[RECORD_KEY]["fingerprint"], create)

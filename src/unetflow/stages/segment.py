@@ -37,6 +37,7 @@ from unetflow.store import (
     create_image,
     decode_probabilities,
     exclusive,
+    label_metadata,
     levels_in,
     open_image,
     partial_path,
@@ -184,6 +185,7 @@ def merge(job: SegmentJob) -> Numbering:
             attrs,
             shards=plan.grid.block_shape,
             levels=level_count(plan.grid.shape[-2:], plan.grid.block_shape[-2:]),
+            ome_extra=label_metadata(),
         )
 
     open_partial(job.store, plan.record["fingerprint"], create)

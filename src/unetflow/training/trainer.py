@@ -169,7 +169,7 @@ class Trainer:
         self.last = self.ckpt_dir / "last.pt"
         set_threads(threads)
         self.device = select_device(device_name)
-        self.precision = resolve_precision(self.device, settings.precision)
+        self.precision = resolve_precision(self.device, settings.precision, cpu_auto_bf16=True)
         torch.manual_seed(settings.seed)
         model = build_model(model_settings)
         self.inputs = [g.input_size(settings.tile) for g in model.geometries]
@@ -326,6 +326,7 @@ class Trainer:
 
     def run(self) -> Path:
         s = self.settings
+        log.info("training on %s in %s (train.precision %s)", self.device, self.precision, s.precision)
         self.resume()
         batches = iter(self.loader())
         self.model.train()
