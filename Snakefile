@@ -37,6 +37,8 @@ include: "workflow/rules/predict.smk"
 include: "workflow/rules/segment.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/view.smk"
 
 
 rule all:

@@ -67,8 +67,10 @@ def test_adding_an_experiment_plans_only_its_jobs(matrix):
     assert planned_jobs(run.stdout + run.stderr) == {
         "train": 1,
         "training_curves": 1,
+        "export": 1,
         "predict": 2,
         "segment": 2,
+        "view": 2,
         "evaluate": 1,
         "overlay": 1,
         "report": 1,

@@ -69,9 +69,9 @@ def stage_args(stage, r, out):
     (weights,) = (r / "data" / "tiny_train").glob("weights-*.ome.zarr")
     volume = r / "tiny" / "tiny_validation"
     if stage == "ingest":
-        return ["ingest", r / "synthetic" / "volume-images.tif", out, "--chunks", 1, 50, 60]
+        return ["ingest", r / "synthetic" / "volume-images.tif", "--out", out, "--chunks", 1, 50, 60]
     if stage == "weights":
-        return ["weights", r / "data" / "tiny_train" / "labels.ome.zarr", out]
+        return ["weights", r / "data" / "tiny_train" / "labels.ome.zarr", "--out", out]
     if stage == "train":
         train = {k: v for k, v in TINY["train"].items() if k not in SCHEDULING}
         experiment = {"name": "k", "model": TINY["model"], "train": train, "fold": None}
@@ -85,12 +85,12 @@ def stage_args(stage, r, out):
         model = r / "models" / "tiny" / "model.pt"
         images = r / "data" / "tiny_volume" / "images.ome.zarr"
         settings = '{"block": [1, 64, 64], "file_mb": 0.016}'  # a file per block: several writes to kill at
-        return ["predict", model, images, out, "--settings", settings, "--device", "cpu"]
+        return ["predict", model, images, "--out", out, "--settings", settings, "--device", "cpu"]
     if stage == "segment":
-        return ["segment", r / "tiny" / "tiny_volume" / "probabilities.ome.zarr", out]
+        return ["segment", r / "tiny" / "tiny_volume" / "probabilities.ome.zarr", "--out", out]
     if stage == "evaluate":
         truth = r / "data" / "tiny_validation" / "labels.ome.zarr"
-        return ["evaluate", volume / "segmentation.ome.zarr", truth, out, "--name", "tiny_validation"]
+        return ["evaluate", volume / "segmentation.ome.zarr", truth, "--out", out, "--name", "tiny_validation"]
     if stage == "report":
         return ["report", "--metrics", volume / "metrics.csv", "--runs", "tiny", "--out", out]
     raise AssertionError(stage)

@@ -63,3 +63,34 @@ def test_every_store_is_ome_zarr_as_viewers_read_it(pipeline):
     assert kinds["labels"] >= 2 and kinds["segmentation"] >= 2 and kinds["probabilities"] >= 2, kinds
     assert kinds["image"] >= 3, kinds
     assert not [n for n in stores if ".partial" in n or ".new-" in n]
+
+
+def test_a_view_opens_as_the_image_with_its_segmentation_and_truth_as_label_layers(pipeline):
+    import numpy as np
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    r = pipeline / "results"
+    view = r / "tiny" / "tiny_validation" / "view.ome.zarr"
+    assert view.is_dir() and (view / "0").is_symlink() and not (view / "0").resolve().is_relative_to(view)
+    nodes = list(Reader(parse_url(str(view)))())
+    image, layers = nodes[0], [n for n in nodes if n.load(Label) is not None]
+    assert image.load(Label) is None
+    names = [n.metadata["name"] for n in layers]
+    assert sorted(names) == ["segmentation", "truth"]
+    ingested = np.asarray(image.data[0])
+    with_image = zarr_array(r / "data" / "tiny_validation" / "images.ome.zarr")
+    np.testing.assert_array_equal(ingested, with_image)
+    seg = next(n for n in layers if n.metadata["name"] == "segmentation")
+    np.testing.assert_array_equal(
+        np.asarray(seg.data[0]), zarr_array(r / "tiny" / "tiny_validation" / "segmentation.ome.zarr")
+    )
+    assert not (r / "tiny" / "tiny_volume" / "view.ome.zarr" / "labels" / "truth").exists()  # unlabelled: no truth
+
+
+def zarr_array(path):
+    import numpy as np
+
+    from unetflow.store import open_image
+
+    return np.asarray(open_image(path).array[:])

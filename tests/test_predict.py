@@ -57,7 +57,7 @@ def read(path):
 def test_killed_run_resumes_bit_for_bit(model_path, volume, tmp_path):
     reference = read(predict_volume(job(model_path, volume, tmp_path / "ref.ome.zarr")))
     out = tmp_path / "p.ome.zarr"
-    cmd = [sys.executable, "-m", "unetflow", "predict", model_path, volume, str(out)]
+    cmd = [sys.executable, "-m", "unetflow", "predict", model_path, volume, "--out", str(out)]
     settings = f'{{"block": [1, 24, 16], "dtype": "float32", "file_mb": {SLICE_FILES}}}'
     cmd += ["--settings", settings, "--device", "cpu", "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": SRC}

@@ -19,9 +19,9 @@ pytestmark = pytest.mark.integration
 # What a changed result of each stage re-runs in the tiny pipeline (one experiment, no folds, one shard).
 DOWNSTREAM = {
     "evaluate": {"evaluate", "report"},
-    "segment": {"segment", "evaluate", "overlay", "report"},
-    "predict": {"predict", "segment", "evaluate", "overlay", "report"},
-    "train": {"train", "training_curves", "predict", "segment", "evaluate", "overlay", "report"},
+    "segment": {"segment", "view", "evaluate", "overlay", "report"},
+    "predict": {"predict", "segment", "view", "evaluate", "overlay", "report"},
+    "train": {"train", "training_curves", "export", "predict", "segment", "view", "evaluate", "overlay", "report"},
 }
 DOWNSTREAM["weights"] = DOWNSTREAM["train"] | {"weights", "weights_figure"}
 DOWNSTREAM["ingest"] = DOWNSTREAM["weights"] | {"ingest"}

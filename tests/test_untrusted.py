@@ -41,7 +41,7 @@ def test_a_model_file_that_carries_code_is_refused_and_the_code_never_runs(tmp_p
     import tifffile
 
     tifffile.imwrite(volume, np.zeros((1, 32, 32), np.uint8))
-    cmd = [sys.executable, "-m", "unetflow", "predict", str(evil), str(volume), str(tmp_path / "p.ome.zarr")]
+    cmd = [sys.executable, "-m", "unetflow", "predict", str(evil), str(volume), "--out", str(tmp_path / "p.ome.zarr")]
     run = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True)
     assert run.returncode == 1 and "refused to load" in run.stderr
     assert not marker.exists()

@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ def test_every_output_exists_and_metrics_are_in_range(pipeline):
     (weights,) = (r / "data" / "tiny_train").glob("weights-*.ome.zarr")
     assert open_image(weights).array[:].min() > 0
     assert (r / "models" / "tiny" / "model.pt").exists()
+    assert zipfile.is_zipfile(r / "models" / "tiny" / "bioimageio.zip")  # validated in tests/test_export.py
     log = pd.read_csv(r / "models" / "tiny" / "train_log.csv")
     assert list(log["iteration"]) == [4, 8]
     metrics = pd.read_csv(r / "report" / "metrics.csv")
@@ -54,14 +56,15 @@ def test_changed_setting_reruns_only_what_it_touches(pipeline):
     (pipeline / "changed.yaml").write_text(yaml.safe_dump(changed))
     run = snakemake(pipeline, "--configfile", "changed.yaml", "-n", "--quiet", "rules")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert planned_jobs(run.stdout + run.stderr) == {"segment": 2, "evaluate": 1, "overlay": 1, "report": 1, "all": 1}
+    expected = {"segment": 2, "view": 2, "evaluate": 1, "overlay": 1, "report": 1, "all": 1}
+    assert planned_jobs(run.stdout + run.stderr) == expected
     retrained = yaml.safe_load((pipeline / "tiny.yaml").read_text())
     retrained["train"]["ema"] = 0.5
     (pipeline / "retrained.yaml").write_text(yaml.safe_dump(retrained))
     run = snakemake(pipeline, "--configfile", "retrained.yaml", "-n", "--quiet", "rules")
     assert run.returncode == 0, run.stderr[-3000:]
-    expected = {"train": 1, "training_curves": 1, "predict": 2, "segment": 2, "evaluate": 1, "overlay": 1}
-    expected.update({"report": 1, "all": 1})
+    expected = {"train": 1, "training_curves": 1, "export": 1, "predict": 2, "segment": 2, "evaluate": 1, "overlay": 1}
+    expected.update({"view": 2, "report": 1, "all": 1})
     assert planned_jobs(run.stdout + run.stderr) == expected
 
 
@@ -72,7 +75,8 @@ def test_sharded_prediction_scatters_gathers_and_matches(pipeline, tmp_path):
     config["predict"]["shards"] = 3
     (work / "three.yaml").write_text(yaml.safe_dump(config))
     dry = snakemake(work, "--configfile", "three.yaml", "-n", "--quiet", "rules")
-    expected = {"predict_shard": 6, "predict": 2, "segment": 2, "evaluate": 1, "overlay": 1, "report": 1, "all": 1}
+    expected = {"predict_shard": 6, "predict": 2, "segment": 2, "view": 2, "evaluate": 1, "overlay": 1, "report": 1}
+    expected["all"] = 1
     assert planned_jobs(dry.stdout + dry.stderr) == expected
     # Jobs from the volumes' sizes: 2 x 96 x 96 and 2 x 100 x 120 voxels at 10 000 per job are 2 and 3 jobs;
     # files of one 64 x 64 block (two float16 classes, 16 KiB) give each job blocks of its own.
@@ -220,8 +224,10 @@ def test_isbi_config_dry_run_lists_every_stage(isbi_dir, tmp_path, config):
         "weights_figure": 1,
         "weights": 2,
         "train": 1,
+        "export": 1,
         "predict": 2,
         "segment": 2,
+        "view": 2,
         "evaluate": 1,
         "training_curves": 1,
         "overlay": 1,

@@ -155,6 +155,19 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     )
 
 
+def cmd_export(a: argparse.Namespace) -> None:
+    from unetflow.stages.export import export_model
+
+    print(export_model(a.model, a.images, a.out, a.name))
+
+
+def cmd_view(a: argparse.Namespace) -> None:
+    from unetflow.stages.view import write_view
+
+    layers = {"segmentation": a.segmentation, **({"truth": a.truth} if a.truth else {})}
+    print(write_view(a.image, layers, a.out))
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     from unetflow.stages.report import write_report
 
@@ -162,10 +175,33 @@ def cmd_report(a: argparse.Namespace) -> None:
         print(path)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help that shows each option's default (where it has one) and keeps the descriptions' line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unshown = action.default in (None, False, [], {}, argparse.SUPPRESS) or action.type is _shard
+        if unshown or action.option_strings == []:
+            return text
+        return super()._get_help_string(action) or text
+
+
+def _command(sub, name: str, summary: str, details: str = ""):
+    """A subcommand whose one-line summary is listed by `unetflow --help` and whose page opens with it."""
+    description = f"{summary}.\n\n{details}" if details else f"{summary}."
+    return sub.add_parser(name, help=summary, description=description, formatter_class=_HelpFormatter)
+
+
+def _out(s: argparse.ArgumentParser, what: str) -> None:
+    s.add_argument("--out", required=True, help=what)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="unetflow", description=__doc__)
+    """Every subcommand: inputs positional (or named where there are lists of them), the output always --out,
+    defaults from the config schema (`unetflow.settings`)."""
+    p = argparse.ArgumentParser(prog="unetflow", description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--version", action="version", version=f"unetflow {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     synthetic, ingest, predict, train = (
         defaults("synthetic"),
@@ -173,22 +209,39 @@ def build_parser() -> argparse.ArgumentParser:
         defaults("predict"),
         defaults("train"),
     )
-    s = sub.add_parser("synth", help="write the synthetic EM-like dataset (TIFF stacks)")
-    s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=int, default=synthetic["seed"])
+    s = _command(
+        sub,
+        "synth",
+        "write the synthetic EM-like dataset (TIFF stacks)",
+        "Cells of a warped 3D Voronoi tessellation with membranes, blur and noise: a training stack and a validation\n"
+        "stack with labels, and an unlabelled volume.",
+    )
+    _out(s, "folder for the TIFF stacks")
+    s.add_argument("--seed", type=int, default=synthetic["seed"], help="random seed")
     s.add_argument("--train", default=synthetic["train"], **_triple("training stack shape"))
     s.add_argument("--validation", default=synthetic["validation"], **_triple("validation stack shape"))
     s.add_argument("--volume", default=synthetic["volume"], **_triple("unlabelled volume shape"))
     s.set_defaults(func=cmd_synth)
 
-    s = sub.add_parser("ingest", help="TIFF stack (file, folder or glob) to OME-Zarr")
-    s.add_argument("source")
-    s.add_argument("out")
-    s.add_argument("--kind", choices=["image", "labels"], default="image")
-    s.add_argument(
-        "--voxel-size", type=float, nargs=3, default=default("dataset", "voxel_size"), metavar=("Z", "Y", "X")
+    s = _command(
+        sub,
+        "ingest",
+        "copy a TIFF stack (file, folder or glob) or zarr labels into OME-Zarr",
+        "Slab by slab, never the whole stack in memory; labels are checked and their convention recorded. A large\n"
+        "stack is copied by several jobs (--shard i/N) and finished by one (--gather).",
     )
-    s.add_argument("--unit", default=default("dataset", "unit"))
+    s.add_argument("source", help="a multi-page TIFF, a folder or a glob of TIFF slices, or a zarr store")
+    _out(s, "the OME-Zarr store to write")
+    s.add_argument("--kind", choices=["image", "labels"], default="image", help="what the source holds")
+    s.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs=3,
+        default=default("dataset", "voxel_size"),
+        metavar=("Z", "Y", "X"),
+        help="physical voxel size in --unit",
+    )
+    s.add_argument("--unit", default=default("dataset", "unit"), help="an OME-Zarr space unit")
     s.add_argument("--chunks", default=ingest["chunks"], **_triple("chunk shape"))
     s.add_argument(
         "--z-range", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="ingest only slices START..STOP-1"
@@ -203,9 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gather", action="store_true", help="check that every slab is copied and finish the store")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("weights", help="the paper's weight map of a label OME-Zarr")
-    s.add_argument("labels")
-    s.add_argument("out")
+    s = _command(
+        sub,
+        "weights",
+        "compute the paper's weight map of a label OME-Zarr",
+        "w(x) = w_c(x) + w0 exp(-(d1 + d2)^2 / (2 sigma^2)), exact, unit by unit; split into jobs with --phase.",
+    )
+    s.add_argument("labels", help="the ingested labels (OME-Zarr)")
+    _out(s, "the weight map (OME-Zarr) to write")
     s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="weights"))
     s.add_argument(
         "--phase", choices=["label", "merge", "compute"], default=None, help="one step of a map split into jobs"
@@ -216,56 +274,79 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gather", action="store_true", help="check that every unit is computed and finish the map")
     s.set_defaults(func=cmd_weights)
 
-    s = sub.add_parser("figure-weights", help="PNG: image, labels and weight map of one slice")
-    for name in ("images", "labels", "weights", "out"):
-        s.add_argument(name)
-    s.add_argument("--slice", type=int, default=0)
+    s = _command(sub, "figure-weights", "draw image, labels and weight map of one slice (PNG)")
+    s.add_argument("images", help="the ingested images (OME-Zarr)")
+    s.add_argument("labels", help="the ingested labels (OME-Zarr)")
+    s.add_argument("weights", help="the weight map (OME-Zarr)")
+    _out(s, "the PNG to write")
+    s.add_argument("--slice", type=int, default=0, help="which slice")
     s.set_defaults(func=cmd_figure_weights)
 
-    s = sub.add_parser("figure-curves", help="PNG: training loss and validation metrics of a train_log.csv")
-    s.add_argument("train_log")
-    s.add_argument("out")
+    s = _command(sub, "figure-curves", "draw the training loss and validation metrics of a train_log.csv (PNG)")
+    s.add_argument("train_log", help="the train_log.csv of a training run")
+    _out(s, "the PNG to write")
     s.set_defaults(func=cmd_figure_curves)
 
-    s = sub.add_parser("figure-overlay", help="PNG: slices with true and predicted cells, false merges and splits")
-    for name in ("images", "labels", "segmentation", "out"):
-        s.add_argument(name)
+    s = _command(
+        sub, "figure-overlay", "draw slices with true and predicted cells, false merges and false splits (PNG)"
+    )
+    s.add_argument("images", help="the ingested images (OME-Zarr)")
+    s.add_argument("labels", help="the ground truth (OME-Zarr)")
+    s.add_argument("segmentation", help="the segmentation (OME-Zarr)")
+    _out(s, "the PNG to write")
     s.add_argument("--slices", type=int, default=3, help="how many slices, evenly spread")
     s.set_defaults(func=cmd_figure_overlay)
 
-    s = sub.add_parser("train", help="train a U-Net; writes model.pt and train_log.csv")
+    s = _command(
+        sub,
+        "train",
+        "train a U-Net; writes model.pt and train_log.csv",
+        "Resumes from its last checkpoint when the run's fingerprint matches (a killed job goes on where it was).",
+    )
     s.add_argument("--experiment", type=_json, required=True, help="the run: name, model, train and fold as JSON")
-    s.add_argument("--images", nargs="+", required=True)
-    s.add_argument("--labels", nargs="+", required=True)
-    s.add_argument("--weights", nargs="*", default=None)
-    s.add_argument("--val-images", nargs="*", default=[])
-    s.add_argument("--val-labels", nargs="*", default=[])
-    s.add_argument("--out", required=True)
+    s.add_argument("--images", nargs="+", required=True, help="training images (OME-Zarr), one per dataset")
+    s.add_argument("--labels", nargs="+", required=True, help="their labels (OME-Zarr), in the same order")
+    s.add_argument("--weights", nargs="*", default=None, help="their weight maps (OME-Zarr), in the same order")
+    s.add_argument("--val-images", nargs="*", default=[], help="validation images (OME-Zarr)")
+    s.add_argument("--val-labels", nargs="*", default=[], help="their labels, in the same order")
+    _out(s, "the folder for model.pt, train_log.csv and checkpoints/")
     s.add_argument("--device", default=train["device"], help="auto (CUDA when present), cpu, cuda or cuda:N")
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     s.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: train.workers)")
     s.add_argument("--checkpoint-every", type=int, default=None, help="default: train.checkpoint_every")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("predict", help="overlap-tile inference into probabilities OME-Zarr")
-    s.add_argument("model")
-    s.add_argument("source")
-    s.add_argument("out")
+    s = _command(
+        sub,
+        "predict",
+        "run overlap-tile inference into a probabilities OME-Zarr",
+        "Block by block on dask, each output pixel computed once from its full context (seamless); resumable file\n"
+        "by file; split into jobs with --shard i/N and finished with --gather.",
+    )
+    s.add_argument("model", help="a model.pt written by train")
+    s.add_argument("source", help="the images: an ingested OME-Zarr, a zarr store or a TIFF stack")
+    _out(s, "the probabilities (OME-Zarr, czyx) to write")
     s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="predict"))
     s.add_argument("--fold", type=_shard, default=None, help="predict only the held-out slices of fold I of K (I/K)")
     s.add_argument("--memory-mb", type=float, default=None, help="memory for one batch of tiles (automatic block)")
-    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default: predict.batch_size)")
     s.add_argument("--device", default=predict["device"], help="auto (CUDA when present), cpu, cuda or cuda:N")
     s.add_argument("--scheduler", default=predict["scheduler"], help="threads, local (LocalCluster) or tcp://host:port")
     s.add_argument("--workers", type=int, default=predict["workers"], help="threads, or LocalCluster worker processes")
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: torch's choice)")
     s.add_argument("--shard", type=_shard, default=(0, 1), help="process only the i-th of N block subsets (i/N)")
     s.add_argument("--gather", action="store_true", help="check that all shards are done and finish the output")
     s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("segment", help="threshold + connected components into labels OME-Zarr")
-    s.add_argument("probabilities")
-    s.add_argument("out")
+    s = _command(
+        sub,
+        "segment",
+        "label cells from probabilities into an OME-Zarr of NGFF labels",
+        "Threshold and connected components, or a seeded watershed (segment.method), unit by unit with cells\n"
+        "merged across units; split into jobs with --phase.",
+    )
+    s.add_argument("probabilities", help="the probabilities (OME-Zarr) written by predict")
+    _out(s, "the segmentation (OME-Zarr labels) to write")
     s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="segment"))
     s.add_argument(
         "--phase",
@@ -279,11 +360,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gather", action="store_true", help="check that every unit is relabelled and finish the output")
     s.set_defaults(func=cmd_segment)
 
-    s = sub.add_parser("evaluate", help="per-slice metrics against ground truth into CSV")
-    s.add_argument("segmentation")
-    s.add_argument("truth")
-    s.add_argument("out")
-    s.add_argument("--name", default="")
+    s = _command(
+        sub,
+        "evaluate",
+        "compare a segmentation with ground truth: the ISBI metrics per slice into a CSV",
+        "Pixel error, foreground-restricted Rand and information errors with split and merge parts, warping error,\n"
+        "IoU and Dice; with --volume-out also the volume's metrics and the threshold sweep.",
+    )
+    s.add_argument("segmentation", help="the segmentation (OME-Zarr)")
+    s.add_argument("truth", help="the ground truth (OME-Zarr)")
+    _out(s, "the per-slice CSV to write")
+    s.add_argument("--name", default="", help="the volume's name in the CSV")
     s.add_argument("--volume-out", default=None, help="also write the volume's metrics (pooled counts) to this CSV")
     s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="evaluate"))
     s.add_argument(
@@ -296,11 +383,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("report", help="collect metric CSVs into metrics.csv, summary.csv and cross_validation.csv")
-    s.add_argument("--metrics", nargs="+", required=True)
+    s = _command(
+        sub,
+        "export",
+        "write a trained model as a bioimage.io model package (zip, spec 0.5)",
+        "rdf.yaml, state-dict and TorchScript weights, a test tile cut from IMAGES and its output, a cover and a\n"
+        "README; the tile sizes and the halo that keep tiled inference in other tools seamless.",
+    )
+    s.add_argument("model", help="a model.pt written by train")
+    s.add_argument("images", help="images (OME-Zarr) to cut the test tile and the cover from")
+    _out(s, "the package (.zip) to write")
+    s.add_argument("--name", default="", help="the model's name (default: the model's folder)")
+    s.set_defaults(func=cmd_export)
+
+    s = _command(
+        sub,
+        "view",
+        "link an image and its label stores into one OME-Zarr that viewers open with label layers",
+        "No voxel is copied: the image's levels and the label stores are relative symbolic links.",
+    )
+    s.add_argument("image", help="the ingested images (OME-Zarr)")
+    s.add_argument("segmentation", help="the segmentation (OME-Zarr labels): layer 'segmentation'")
+    s.add_argument("truth", nargs="?", default=None, help="the ground truth (OME-Zarr labels): layer 'truth'")
+    _out(s, "the view (OME-Zarr) to write")
+    s.set_defaults(func=cmd_view)
+
+    s = _command(
+        sub,
+        "report",
+        "collect metric CSVs into metrics.csv, summary.csv, volumes.csv and cross_validation.csv",
+    )
+    s.add_argument("--metrics", nargs="+", required=True, help="the per-slice metrics CSVs")
     s.add_argument("--runs", nargs="+", required=True, help="the run of each metrics file: name or name/fold<i>")
     s.add_argument("--volume-metrics", nargs="*", default=None, help="each run's volume metrics CSV, in the same order")
-    s.add_argument("--out", required=True)
+    _out(s, "the report folder")
     s.set_defaults(func=cmd_report)
     return p
 

@@ -228,6 +228,17 @@ def weights_zarr(name, exp):
     return results(f"data/{name}/weights-{weights_key(exp)}.ome.zarr")
 
 
+def has_local_images(name):
+    """Whether a dataset's images are copied into results (a TIFF source), not read in place (zarr, URL)."""
+    return not is_zarr_source(source_path(dataset(name)["images"]))
+
+
+def export_images(wildcards):
+    """The images an exported model's test tile is cut from: the run's first validation dataset, else training."""
+    exp = experiment_of(wildcards.run)
+    return images_zarr((exp["validate_on"] or exp["train_on"])[0])
+
+
 def model_file(run):
     return results(f"models/{run}/model.pt")
 
@@ -392,6 +403,15 @@ def all_outputs():
     outputs = []
     for run in RUNS:
         outputs.append(model_file(run))  # trained even where nothing is to be segmented
+        if (
+            fold_of(run) is None
+        ):  # the model to ship, and views; a fold's model only measures the protocol
+            outputs.append(results(f"models/{run}/bioimageio.zip"))
+            outputs += [
+                results(f"{run}/{v}/view.ome.zarr")
+                for v in run_volumes(run)
+                if has_local_images(v)
+            ]
         outputs.append(results(f"report/curves/{run}.png"))
         outputs += [
             results(f"report/overlays/{run}/{v}.png") for v in evaluated_volumes(run)

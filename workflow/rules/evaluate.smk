@@ -22,6 +22,6 @@ rule evaluate:
         segment=section("segment", "segment"),
         code=stage_code("evaluate"),
     shell:
-        "python -m unetflow evaluate {input.segmentation:q} {input.truth:q} {output.metrics:q} --name {wildcards.volume:q} "
+        "python -m unetflow evaluate {input.segmentation:q} {input.truth:q} --out {output.metrics:q} --name {wildcards.volume:q} "
         "--volume-out {output.volume:q} --probabilities {input.probabilities:q} "
         "--settings {params.settings:q} --segment-settings {params.segment:q} > {log:q} 2>&1"

@@ -22,7 +22,7 @@ rule ingest_shard:
         shard=lambda wc: f"{wc.shard}/{ingest_jobs(wc)}",
         code=stage_code("ingest"),
     shell:
-        "python -m unetflow ingest {params.source:q} {params.out:q} --kind {params.kind:q} {params.options:q} "
+        "python -m unetflow ingest {params.source:q} --out {params.out:q} --kind {params.kind:q} {params.options:q} "
         "--shard {params.shard:q} > {log:q} 2>&1"
 
 
@@ -52,5 +52,5 @@ rule ingest:
         mode=lambda wc: ["--gather"] if ingest_jobs(wc) > 1 else [],
         code=stage_code("ingest"),
     shell:
-        "python -m unetflow ingest {params.source:q} {output:q} --kind {params.kind:q} {params.options:q} "
+        "python -m unetflow ingest {params.source:q} --out {output:q} --kind {params.kind:q} {params.options:q} "
         "{params.mode:q} > {log:q} 2>&1"

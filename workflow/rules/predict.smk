@@ -25,7 +25,7 @@ rule predict_shard:
         code=stage_code("predict"),
         job=predict_job,
     shell:
-        "python -m unetflow predict {input.model:q} {input.images:q} {params.out:q} --settings {params.settings:q} "
+        "python -m unetflow predict {input.model:q} {input.images:q} --out {params.out:q} --settings {params.settings:q} "
         "{params.fold:q} --threads {threads} {params.job.words:q} --shard {params.shard:q} > {log:q} 2>&1"
 
 
@@ -69,5 +69,5 @@ rule predict:
         code=stage_code("predict"),
         job=predict_job,
     shell:
-        "python -m unetflow predict {input.model:q} {input.images:q} {output:q} --settings {params.settings:q} "
+        "python -m unetflow predict {input.model:q} {input.images:q} --out {output:q} --settings {params.settings:q} "
         "{params.fold:q} --threads {threads} {params.job.words:q} {params.mode:q} > {log:q} 2>&1"

@@ -67,7 +67,7 @@ rule training_curves:
     params:
         code=stage_code("figures"),
     shell:
-        "python -m unetflow figure-curves {input:q} {output:q} > {log:q} 2>&1"
+        "python -m unetflow figure-curves {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule overlay:
@@ -93,5 +93,5 @@ rule overlay:
     params:
         code=stage_code("figures"),
     shell:
-        "python -m unetflow figure-overlay {input.images:q} {input.labels:q} {input.segmentation:q} {output:q} "
+        "python -m unetflow figure-overlay {input.images:q} {input.labels:q} {input.segmentation:q} --out {output:q} "
         "--slices 3 > {log:q} 2>&1"

@@ -19,7 +19,7 @@ rule segment_label:
         shard=lambda wc: f"{wc.shard}/{segment_jobs(wc)}",
         code=stage_code("segment"),
     shell:
-        "python -m unetflow segment {input:q} {params.out:q} --settings {params.settings:q} --phase label "
+        "python -m unetflow segment {input:q} --out {params.out:q} --settings {params.settings:q} --phase label "
         "--shard {params.shard:q} > {log:q} 2>&1"
 
 
@@ -43,7 +43,7 @@ rule segment_merge:
         settings=section("segment", "segment"),
         code=stage_code("segment"),
     shell:
-        "python -m unetflow segment {input.probabilities:q} {params.out:q} --settings {params.settings:q} "
+        "python -m unetflow segment {input.probabilities:q} --out {params.out:q} --settings {params.settings:q} "
         "--phase merge > {log:q} 2>&1"
 
 
@@ -68,7 +68,7 @@ rule segment_relabel:
         shard=lambda wc: f"{wc.shard}/{segment_jobs(wc)}",
         code=stage_code("segment"),
     shell:
-        "python -m unetflow segment {input.probabilities:q} {params.out:q} --settings {params.settings:q} "
+        "python -m unetflow segment {input.probabilities:q} --out {params.out:q} --settings {params.settings:q} "
         "--phase relabel --shard {params.shard:q} > {log:q} 2>&1"
 
 
@@ -98,5 +98,5 @@ rule segment:
         mode=lambda wc: ["--gather"] if segment_jobs(wc) > 1 else [],
         code=stage_code("segment"),
     shell:
-        "python -m unetflow segment {input.probabilities:q} {output:q} --settings {params.settings:q} "
+        "python -m unetflow segment {input.probabilities:q} --out {output:q} --settings {params.settings:q} "
         "{params.mode:q} > {log:q} 2>&1"

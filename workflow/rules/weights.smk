@@ -18,7 +18,7 @@ rule weights_label:
         shard=lambda wc: f"{wc.shard}/{weights_jobs(wc)}",
         code=stage_code("weights"),
     shell:
-        "python -m unetflow weights {input:q} {params.out:q} --settings {params.settings:q} --phase label "
+        "python -m unetflow weights {input:q} --out {params.out:q} --settings {params.settings:q} --phase label "
         "--shard {params.shard:q} > {log:q} 2>&1"
 
 
@@ -42,7 +42,7 @@ rule weights_merge:
         settings=lambda wc: as_json(WEIGHT_SETTINGS[wc.wkey]),
         code=stage_code("weights"),
     shell:
-        "python -m unetflow weights {input.labels:q} {params.out:q} --settings {params.settings:q} --phase merge "
+        "python -m unetflow weights {input.labels:q} --out {params.out:q} --settings {params.settings:q} --phase merge "
         "> {log:q} 2>&1"
 
 
@@ -67,7 +67,7 @@ rule weights_compute:
         shard=lambda wc: f"{wc.shard}/{weights_jobs(wc)}",
         code=stage_code("weights"),
     shell:
-        "python -m unetflow weights {input.labels:q} {params.out:q} --settings {params.settings:q} --phase compute "
+        "python -m unetflow weights {input.labels:q} --out {params.out:q} --settings {params.settings:q} --phase compute "
         "--shard {params.shard:q} > {log:q} 2>&1"
 
 
@@ -96,7 +96,7 @@ rule weights:
         mode=lambda wc: ["--gather"] if weights_jobs(wc) > 1 else [],
         code=stage_code("weights"),
     shell:
-        "python -m unetflow weights {input.labels:q} {output:q} --settings {params.settings:q} {params.mode:q} "
+        "python -m unetflow weights {input.labels:q} --out {output:q} --settings {params.settings:q} {params.mode:q} "
         "> {log:q} 2>&1"
 
 
@@ -123,5 +123,5 @@ rule weights_figure:
     params:
         code=stage_code("figures"),
     shell:
-        "python -m unetflow figure-weights {input.images:q} {input.labels:q} {input.weights:q} {output:q} "
+        "python -m unetflow figure-weights {input.images:q} {input.labels:q} {input.weights:q} --out {output:q} "
         "--slice 0 > {log:q} 2>&1"
