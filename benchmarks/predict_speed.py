@@ -54,7 +54,14 @@ def write_volume(path: Path, shape: tuple[int, int, int]) -> None:
 def run_predict(model: Path, source: Path, out: Path, args) -> tuple[float, float, tuple[int, ...]]:
     """(seconds inside predict, peak RSS MiB, block) of one `unetflow predict` subprocess."""
     cmd = [sys.executable, "-m", "unetflow", "predict", str(model), str(source), "--out", str(out)]
-    cmd += ["--memory-mb", str(args.memory_mb), "--batch-size", str(args.batch_size), "--dtype", "float16"]
+    cmd += [
+        "--memory-mb",
+        str(args.memory_mb),
+        "--batch-size",
+        str(args.batch_size),
+        "--settings",
+        '{"dtype": "float16"}',
+    ]
     cmd += ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
     probe = (
         "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
