@@ -448,21 +448,21 @@ def ingest_source(wildcards):
     folder without TIFFs are refused here, by name; a missing file is left to Snakemake (a rule may make it).
     """
     path = ingest_path(wildcards)
-    if is_remote(path) or is_zarr_source(path):
-        return [] if is_remote(path) else path
-    key = "labels" if wildcards.kind == "labels" else "images"
-    where = f"config: dataset {wildcards.dataset!r}: {key} {path!r}"
-    if is_glob(path):
-        files = tiff_files(path)
-        if not files:
-            raise ValueError(f"{where} is a glob that matches no file")
-        return files
-    if os.path.isdir(path):
-        files = tiff_files(path)
-        if not files:
-            raise ValueError(f"{where} is a folder without .tif or .tiff files")
-        return files
-    return path
+    if is_remote(path):
+        return []
+    if is_zarr_source(path) or not (is_glob(path) or os.path.isdir(path)):
+        return path
+    files = tiff_files(path)
+    if not files:
+        key = "labels" if wildcards.kind == "labels" else "images"
+        where = f"config: dataset {wildcards.dataset!r}: {key} {path!r}"
+        what = (
+            "a glob that matches no file"
+            if is_glob(path)
+            else "a folder without .tif or .tiff files"
+        )
+        raise ValueError(f"{where} is {what}")
+    return files
 
 
 def ingest_options(wildcards):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetflow.models.registry import build_model
+from unetflow.models.registry import build_model, model_config
 
 
 class ExportedNetwork(nn.Module):
@@ -40,9 +40,8 @@ def valid_sizes(settings: dict[str, Any]) -> list[tuple[int, int]]:
     """(smallest, step) of the tile sizes the exported network takes along each spatial axis: sizes whose padded
     input is a valid input of the network and whose output then covers the tile exactly, larger than the margin
     (a mirror cannot reach further than the tile)."""
-    net = build_model(settings)
     out = []
-    for g in net.geometries:
+    for g in model_config(settings).geometries:
         before, after = g.margin
         fits = [
             n

@@ -29,6 +29,7 @@ from unetflow.blocks import mirror_indices
 from unetflow.image import as_zyx
 from unetflow.models.checkpoint import load_model
 from unetflow.models.exported import ExportedNetwork, valid_sizes
+from unetflow.models.registry import model_config
 from unetflow.store import atomic_output, open_image
 
 FORMAT_VERSION = "0.5.4"
@@ -73,7 +74,7 @@ def export_model(model: str | Path, images: str | Path, out: str | Path, name: s
 
 def tile_sizes(settings: dict[str, Any]) -> list[tuple[int, int, int]]:
     """(smallest, step, halo) per spatial axis: the smallest size leaves an interior beyond the halo on each side."""
-    margins = ExportedNetwork(settings).margins
+    margins = [g.margin for g in model_config(settings).geometries]
     out = []
     for (smallest, step), (before, after) in zip(valid_sizes(settings), margins, strict=True):
         halo = max(before, after)
@@ -86,7 +87,8 @@ def tile_sizes(settings: dict[str, Any]) -> list[tuple[int, int, int]]:
 def test_tile(image, settings: dict[str, Any], sizes: list[tuple[int, int, int]], where: str | Path) -> np.ndarray:
     """A tile of the images in the network's input layout (batch, channel, [z,] y, x), raw values: from the middle
     slice, the largest valid size up to MAX_TEST_SIDE; a 2.5D model's channels are the neighbouring slices."""
-    dims, context = int(settings.get("dims") or 2), int(settings.get("slice_context") or 0)
+    config = model_config(settings)
+    dims, context = config.dims, config.slice_context
     spatial = image.shape[-dims:]
     side = []
     for n, (smallest, step, _) in zip(spatial, sizes, strict=True):
@@ -114,7 +116,8 @@ def description(
     name: str, settings: dict[str, Any], sizes: list[tuple[int, int, int]], image, sha256: dict[str, str]
 ) -> dict[str, Any]:
     """The rdf.yaml of the package as a dict (bioimage.io model spec 0.5)."""
-    dims, context = int(settings.get("dims") or 2), int(settings.get("slice_context") or 0)
+    config = model_config(settings)
+    dims, context = config.dims, config.slice_context
     axis_ids = "zyx"[-dims:]
     scale = dict(zip("zyx", image.voxel_size, strict=True))
     unit = image.unit if image.unit in ("nanometer", "micrometer", "millimeter", "angstrom") else None
@@ -131,8 +134,7 @@ def description(
         channels = [f"slice {k:+d}" if k else "slice" for k in range(-context, context + 1)]
     else:
         channels = ["image"]
-    classes = int(settings.get("classes") or 2)
-    names = ["membrane", "cell"] if classes == 2 else [f"class{i}" for i in range(classes)]
+    names = ["membrane", "cell"] if config.classes == 2 else [f"class{i}" for i in range(config.classes)]
     inputs = [
         {
             "id": "raw",
@@ -215,7 +217,7 @@ def _traced(wrapped: ExportedNetwork, raw: np.ndarray, expected: np.ndarray) -> 
         traced = torch.jit.trace(wrapped, example, check_trace=False)
         if not np.allclose(traced(example).numpy(), expected, atol=1e-5):
             raise RuntimeError("export: the TorchScript module disagrees with the network on the test tile")
-        steps = [step for _, step, _ in tile_sizes(wrapped.net.config.to_dict())]
+        steps = [step for _, step in valid_sizes(wrapped.net.config.to_dict())]
         larger = torch.nn.functional.pad(example, [p for s in reversed(steps) for p in (0, s)], mode="reflect")
         if not torch.allclose(traced(larger), wrapped(larger), atol=1e-5):
             raise RuntimeError("export: the TorchScript module does not generalize to another tile size")
@@ -253,7 +255,7 @@ def _cover(raw: np.ndarray, probabilities: np.ndarray, settings: dict[str, Any])
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    context = int(settings.get("slice_context") or 0)
+    context = model_config(settings).slice_context
     image = raw[0, context] if raw.ndim == 4 else raw[0, 0, raw.shape[2] // 2]
     cell = probabilities[0, -1] if probabilities.ndim == 4 else probabilities[0, -1, probabilities.shape[2] // 2]
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), constrained_layout=True)
@@ -268,7 +270,7 @@ def _cover(raw: np.ndarray, probabilities: np.ndarray, settings: dict[str, Any])
 
 
 def _readme(name: str, settings: dict[str, Any], sizes: list[tuple[int, int, int]], image, payload: dict) -> str:
-    dims = int(settings.get("dims") or 2)
+    dims = model_config(settings).dims
     axes = "zyx"[-dims:]
     tiles = ", ".join(f"{a}: {s} + k x {t}" for a, (s, t, _) in zip(axes, sizes, strict=True))
     halos = ", ".join(f"{a}: {h}" for a, (_, _, h) in zip(axes, sizes, strict=True))
