@@ -42,6 +42,11 @@ class ModelConfig:
             )
 
     @property
+    def class_names(self) -> list[str]:
+        """What each output channel holds: membrane and cell for the two-class networks, numbered otherwise."""
+        return ["membrane", "cell"] if self.classes == 2 else [f"class{i}" for i in range(self.classes)]
+
+    @property
     def input_channels(self) -> int:
         """Channels of the first layer: each of the 2 * slice_context + 1 slices brings in_channels (2.5D input:
         a membrane faint in one section is often clear in its neighbours)."""

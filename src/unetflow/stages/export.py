@@ -134,7 +134,7 @@ def description(
         channels = [f"slice {k:+d}" if k else "slice" for k in range(-context, context + 1)]
     else:
         channels = ["image"]
-    names = ["membrane", "cell"] if config.classes == 2 else [f"class{i}" for i in range(config.classes)]
+    names = config.class_names
     inputs = [
         {
             "id": "raw",

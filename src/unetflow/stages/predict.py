@@ -316,7 +316,7 @@ def plan_shard(job: PredictJob, shard: tuple[int, int] = (0, 1), memory_mb: floa
     classes = model.config.classes
     attrs = {
         "kind": "probabilities",
-        "classes": ["membrane", "cell"] if classes == 2 else [f"class{i}" for i in range(classes)],
+        "classes": model.config.class_names,
         "model": str(job.model),
         "source": str(job.source),
         "context": [g.context for g in model.geometries],
