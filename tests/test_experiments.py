@@ -57,6 +57,22 @@ def test_report_gives_each_fold_and_their_mean_std_and_worst(matrix):
     assert row["dice_cell_worst"] == pytest.approx(summary[summary["experiment"] == "cv"]["dice_cell"].min(), rel=1e-5)
 
 
+def test_report_chooses_the_threshold_across_folds(matrix):
+    r = matrix / "results"
+    sweeps = [pd.read_csv(r / "cv" / f"fold{i}" / "tiny_train" / "sweep.csv") for i in range(3)]
+    assert all(len(s) > 1 and list(s["threshold"]) == list(sweeps[0]["threshold"]) for s in sweeps)
+    (choice,) = pd.read_csv(r / "report" / "threshold_choice.csv").to_dict("records")
+    assert choice["experiment"] == "cv" and choice["volume"] == "tiny_train" and choice["folds"] == 3
+    at = [float(s.loc[s["threshold"] == choice["threshold"], "rand_error"].iloc[0]) for s in sweeps]
+    assert choice["rand_error_mean"] == pytest.approx(sum(at) / 3, rel=1e-5)
+    assert choice["rand_error_worst"] == pytest.approx(max(at), rel=1e-5)
+    means = pd.concat(sweeps).groupby("threshold")["rand_error"].mean()
+    assert choice["rand_error_mean"] == pytest.approx(means.min(), rel=1e-5)
+    assert choice["nested_rand_error_mean"] >= choice["rand_error_mean"] - 1e-9  # the choice saw every fold
+    table = pd.read_csv(r / "report" / "thresholds.csv")
+    assert set(table["experiment"]) == {"cv"} and len(table) == len(sweeps[0])
+
+
 def test_adding_an_experiment_plans_only_its_jobs(matrix):
     grown = copy.deepcopy(MATRIX)
     grown["experiments"]["third"] = {**copy.deepcopy(TINY["experiments"]["tiny"]), "train": {"seed": 7}}

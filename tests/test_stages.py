@@ -248,8 +248,13 @@ def test_the_threshold_sweep_reports_each_metrics_best_and_where(tmp_path):
         probabilities=probs,
         thresholds=[0.3, 0.7, 0.8],
         segment_settings={"connectivity": 4, "dims": 2, "min_size": 0},
+        sweep_out=tmp_path / "sweep.csv",
     )
     row = pd.read_csv(tmp_path / "v.csv").loc[0]
+    sweep = pd.read_csv(tmp_path / "sweep.csv").set_index("threshold")
+    assert list(sweep.index) == [0.3, 0.7, 0.8] and sweep.loc[0.7, "rand_error"] == pytest.approx(0.0)
+    assert sweep.loc[0.3, "rand_error"] > 0.3 and sweep.loc[0.3, "rand_merge"] < 1  # merged: the merge part shows it
+    assert sweep["rand_error"].min() == pytest.approx(row["rand_error_best"])
     assert row["rand_error"] > 0.3 and row["warping_error"] > 0  # merged at 0.5
     assert row["rand_error_best"] == pytest.approx(0.0) and row["rand_error_best_threshold"] == 0.7
     assert row["pixel_error_best"] == pytest.approx(0.0) and row["warping_error_best"] == pytest.approx(0.0)
@@ -258,3 +263,35 @@ def test_the_threshold_sweep_reports_each_metrics_best_and_where(tmp_path):
     assert pd.read_csv(tmp_path / "v7.csv").loc[0, "info_error"] == pytest.approx(row["info_error_best"], abs=1e-6)
     with pytest.raises(ValueError, match="needs the probabilities"):
         evaluate_volume(seg, gt, tmp_path / "x.csv", thresholds=[0.5])
+    with pytest.raises(ValueError, match="volume_out"):
+        evaluate_volume(seg, gt, tmp_path / "x.csv", probabilities=probs, thresholds=[0.5], sweep_out=tmp_path / "y")
+
+
+def test_the_threshold_is_chosen_across_folds_and_scored_on_folds_that_did_not_choose_it():
+    from unetflow.stages.report import threshold_choice, threshold_sweep
+
+    errors = {  # fold -> Rand error at thresholds 0.3, 0.5, 0.7
+        0: [0.10, 0.05, 0.08],
+        1: [0.04, 0.06, 0.09],
+        2: [0.12, 0.07, 0.02],
+    }
+    rows = [
+        {"experiment": "cv", "fold": f, "volume": "v", "threshold": t, "rand_error": e, "rand_merge": 1 - e}
+        for f, values in errors.items()
+        for t, e in zip([0.3, 0.5, 0.7], values, strict=True)
+    ]
+    rows.append({"experiment": "plain", "fold": None, "volume": "v", "threshold": 0.5, "rand_error": 0.5})
+    sweeps = pd.DataFrame(rows).astype({"fold": "Int64"})
+    table = threshold_sweep(sweeps).set_index("threshold")
+    assert list(table["experiment"]) == ["cv"] * 3 and set(table["folds"]) == {3}
+    assert table.loc[0.5, "rand_error_mean"] == pytest.approx(0.06) and table.loc[0.5, "rand_error_worst"] == 0.07
+    assert table.loc[0.3, "rand_merge_worst"] == pytest.approx(0.88)  # a score's worst fold is its lowest
+    (choice,) = threshold_choice(sweeps).to_dict("records")
+    # Means 0.0867, 0.06, 0.0633: 0.5. Without fold 0: 0.08, 0.065, 0.055 -> 0.7 (fold 0 scores 0.08 there);
+    # without fold 1: 0.11, 0.06, 0.05 -> 0.7 (0.09); without fold 2: 0.07, 0.055, 0.085 -> 0.5 (0.07).
+    assert choice["threshold"] == 0.5 and choice["rand_error_mean"] == pytest.approx(0.06)
+    assert choice["rand_error_worst"] == pytest.approx(0.07)
+    assert choice["nested_thresholds"] == "0.7 0.7 0.5"
+    assert choice["nested_rand_error_mean"] == pytest.approx(0.08) and choice["nested_rand_error_worst"] == 0.09
+    uneven = sweeps[~((sweeps["fold"] == 2) & (sweeps["threshold"] == 0.7))]
+    assert threshold_choice(uneven).empty  # folds swept at different thresholds: no choice across them

@@ -149,6 +149,34 @@ def test_weight_average_is_validated_and_kept(data, tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "plain" / "checkpoints" / "last.pt")["average"] is None
 
 
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_select_last_keeps_the_final_model_whatever_validation_says(data, tmp_path, monkeypatch, ema):
+    slices, validation = data
+    errors = iter([0.1, 0.9])  # the first validation is the best: `select: best` would keep iteration 3
+    real_validate = train_module.validate
+
+    def scripted(*args, **kwargs):
+        pixel, _ = real_validate(*args, **kwargs)
+        return pixel, next(errors)
+
+    monkeypatch.setattr(train_module, "validate", scripted)
+    model_path = train(
+        MODEL, settings(select="last", ema=ema), slices, validation, tmp_path, "cpu", 1, {"fingerprint": "s"}
+    )
+    payload, last = load_checkpoint(model_path), load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    final = last["average"]["state_dict"] if ema else last["state_dict"]
+    for k, v in payload["state_dict"].items():
+        torch.testing.assert_close(v, final[k], rtol=0, atol=0)
+    assert payload["iteration"] == 6 and payload["best"]["iteration"] == 6 and payload["best"]["rand_error"] == 0.9
+    assert not (tmp_path / "checkpoints" / "best.pt").exists()
+
+    errors = iter([0.1, 0.9])
+    best = train(MODEL, settings(ema=ema), slices, validation, tmp_path / "best", "cpu", 1, {"fingerprint": "s"})
+    assert load_checkpoint(best)["iteration"] == 3 and load_checkpoint(best)["best"]["rand_error"] == 0.1
+    with pytest.raises(ValueError, match="train.select"):
+        settings(select="smoothest")
+
+
 def test_checkpoint_of_another_run_is_not_resumed(data, tmp_path):
     slices, validation = data
     train(MODEL, settings(iterations=2), slices, [], tmp_path, "cpu", 1, {"fingerprint": "first"})

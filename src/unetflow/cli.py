@@ -152,6 +152,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         probabilities=a.probabilities,
         thresholds=thresholds,
         segment_settings=segment_settings,
+        sweep_out=a.sweep_out,
     )
 
 
@@ -171,7 +172,7 @@ def cmd_view(a: argparse.Namespace) -> None:
 def cmd_report(a: argparse.Namespace) -> None:
     from unetflow.stages.report import write_report
 
-    for path in write_report(a.metrics, a.runs, a.out, a.volume_metrics):
+    for path in write_report(a.metrics, a.runs, a.out, a.volume_metrics, a.sweeps):
         print(path)
 
 
@@ -372,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     _out(s, "the per-slice CSV to write")
     s.add_argument("--name", default="", help="the volume's name in the CSV")
     s.add_argument("--volume-out", default=None, help="also write the volume's metrics (pooled counts) to this CSV")
+    s.add_argument(
+        "--sweep-out", default=None, help="with --volume-out: also the volume's metrics at every swept threshold"
+    )
     s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="evaluate"))
     s.add_argument(
         "--probabilities",
@@ -411,11 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = _command(
         sub,
         "report",
-        "collect metric CSVs into metrics.csv, summary.csv, volumes.csv and cross_validation.csv",
+        "collect metric CSVs into metrics.csv, summary.csv, volumes.csv, cross_validation.csv and the CV threshold",
     )
     s.add_argument("--metrics", nargs="+", required=True, help="the per-slice metrics CSVs")
     s.add_argument("--runs", nargs="+", required=True, help="the run of each metrics file: name or name/fold<i>")
     s.add_argument("--volume-metrics", nargs="*", default=None, help="each run's volume metrics CSV, in the same order")
+    s.add_argument("--sweeps", nargs="*", default=None, help="each run's threshold sweep CSV, in the same order")
     _out(s, "the report folder")
     s.set_defaults(func=cmd_report)
     return p

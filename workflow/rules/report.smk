@@ -2,10 +2,12 @@ REPORTED = [(run, v) for run in RUNS for v in evaluated_volumes(run)]
 
 
 rule report:
-    """Every run's metrics in one table, a summary per experiment, fold and volume, and cross-validation figures."""
+    """Every run's metrics in one table, a summary per experiment, fold and volume, cross-validation figures and the
+    threshold chosen by cross-validation."""
     input:
         metrics=[results(f"{run}/{v}/metrics.csv") for run, v in REPORTED],
         volumes=[results(f"{run}/{v}/volume_metrics.csv") for run, v in REPORTED],
+        sweeps=[results(f"{run}/{v}/sweep.csv") for run, v in REPORTED],
     output:
         metrics=report(
             results("report/metrics.csv"),
@@ -19,6 +21,8 @@ rule report:
         ),
         cross_validation=results("report/cross_validation.csv"),
         volumes=results("report/volumes.csv"),
+        thresholds=results("report/thresholds.csv"),
+        threshold_choice=results("report/threshold_choice.csv"),
         comparison=report(
             results("report/experiments.png"),
             caption="../report/experiments.rst",
@@ -43,7 +47,7 @@ rule report:
         code=stage_code("report"),
     shell:
         "python -m unetflow report --metrics {input.metrics:q} --volume-metrics {input.volumes:q} "
-        "--runs {params.runs:q} --out {params.out:q} > {log:q} 2>&1"
+        "--sweeps {input.sweeps:q} --runs {params.runs:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule training_curves:

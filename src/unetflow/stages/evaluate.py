@@ -74,6 +74,7 @@ def evaluate_volume(
     probabilities: str | Path | None = None,
     thresholds: Sequence[float] = (),
     segment_settings: dict | None = None,
+    sweep_out: str | Path | None = None,
 ) -> pd.DataFrame:
     """Per-slice metrics into `out`; with `volume_out`, the volume's metrics from all its slices' counts pooled
     (each slice's cells are objects of their own; a 3D segmentation against cells connected in 3D) into a one-row
@@ -82,7 +83,8 @@ def evaluate_volume(
 
     With `probabilities` and `thresholds` (the challenge's sweep), the volume is segmented again at each threshold
     with `segment_settings` and the volume row gets, for each metric of `SWEPT`, its best value over the sweep
-    (`<metric>_best`) and the threshold that gave it (`<metric>_best_threshold`)."""
+    (`<metric>_best`) and the threshold that gave it (`<metric>_best_threshold`); with `sweep_out`, the volume's
+    metrics at every threshold of the sweep, one row each (what the report chooses a threshold from across folds)."""
     check("evaluate", {"connectivity": connectivity, "thresholds": list(thresholds)})
     seg, gt = open_image(segmentation), open_image(truth)
     start, stop = seg.attrs.get("z_range") or (0, gt.shape[0])
@@ -131,6 +133,11 @@ def evaluate_volume(
     record = make_record(inputs, settings, stage_code("evaluate"))
     if volume_out is not None:
         write_table(pd.DataFrame([volume_row]), volume_out, record)
+    if sweep_out is not None:
+        if volume_out is None:
+            raise ValueError("evaluate: the sweep's table needs the volume's metrics (volume_out)")
+        rows_at = [{"threshold": t, **row} for t, row in swept]
+        write_table(pd.DataFrame(rows_at, columns=None if rows_at else ["threshold", "volume"]), sweep_out, record)
     write_table(frame, out, record)
     return frame
 

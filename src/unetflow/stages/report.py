@@ -5,7 +5,11 @@ per experiment, fold, volume and slice; `summary.csv` one row per experiment, fo
 deviation over slices, and their number); `volumes.csv` the same rows with each volume's metrics computed from
 its slices' pooled counts (a volume-level Rand error, not a mean of slices); `cross_validation.csv` one row per
 cross-validated experiment and volume: over its folds' means, the mean, the standard deviation and the worst fold
-of every metric (the highest error, the lowest score).
+of every metric (the highest error, the lowest score). With the evaluations' threshold sweeps, `thresholds.csv`
+holds, per cross-validated experiment, volume and swept threshold, the mean and worst fold of each volume metric,
+and `threshold_choice.csv` the threshold chosen by cross-validation: the lowest mean fold Rand error (then the
+lowest worst fold), with a nested estimate of what it is worth on unseen slices (each fold scored at the threshold
+chosen on the other folds alone).
 """
 
 from __future__ import annotations
@@ -91,24 +95,100 @@ def cross_validation(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=None if rows else ["experiment", "volume", "folds"])
 
 
+def collect_sweeps(sweep_files: Sequence[str | Path], runs: Sequence[str]) -> pd.DataFrame:
+    """Every run's volume metrics at each swept threshold, tagged with experiment and fold."""
+    return _collect(sweep_files, runs, "threshold sweep", {"threshold", "volume", "rand_error"}, None)
+
+
+def threshold_sweep(sweeps: pd.DataFrame) -> pd.DataFrame:
+    """Per cross-validated experiment, volume and threshold: each metric's mean and worst over the folds."""
+    folds = sweeps[sweeps["fold"].notna()]
+    values = [c for c in folds.columns if c not in (*ID_COLUMNS, "threshold", "slices") and not c.endswith("_std")]
+    values = [c for c in values if not c.endswith(("_best", "_best_threshold")) and folds[c].notna().any()]
+    rows = []
+    for (experiment, volume, threshold), group in folds.groupby(["experiment", "volume", "threshold"], sort=True):
+        row: dict[str, object] = {"experiment": experiment, "volume": volume, "threshold": threshold}
+        row["folds"] = group["fold"].nunique()
+        for name in values:
+            column = group[name].astype(float)
+            worst = column.max() if name.endswith("_error") else column.min()
+            row.update({f"{name}_mean": column.mean(), f"{name}_worst": worst})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ["experiment", "volume", "threshold", "folds"])
+
+
+def _choose(per_fold: pd.DataFrame, by: str) -> object:
+    """The candidate of the lowest mean fold Rand error, then the lowest worst fold, then the lowest candidate."""
+    scores = per_fold.groupby(by)["rand_error"].agg(["mean", "max"]).reset_index()
+    return scores.sort_values(["mean", "max", by]).iloc[0][by]
+
+
+def choose_by_cross_validation(per_fold: pd.DataFrame, by: str = "threshold") -> dict[str, object]:
+    """From one row per fold and candidate (columns `fold`, `by`, `rand_error`; every fold scored on the same
+    candidates): the candidate of the lowest mean fold Rand error (then the lowest worst fold), its mean and worst,
+    and the nested estimate (`nested_*`): each fold's Rand error at the candidate chosen on the other folds, so that
+    the choice never saw the fold it is scored on (never lower than the chosen candidate's, fold by fold)."""
+    ids = sorted(per_fold["fold"].unique())
+    candidates = per_fold.groupby("fold")[by].apply(frozenset)
+    if len(ids) < 2 or candidates.nunique() != 1:
+        raise ValueError(f"cross-validation: needs two or more folds, each scored at the same {by} values")
+    chosen = _choose(per_fold, by)
+    at = per_fold[per_fold[by] == chosen]["rand_error"]
+    nested, picks = [], []
+    for fold in ids:
+        pick = _choose(per_fold[per_fold["fold"] != fold], by)
+        score = per_fold[(per_fold["fold"] == fold) & (per_fold[by] == pick)]["rand_error"]
+        nested.append(float(score.iloc[0]))
+        picks.append(f"{pick:g}" if isinstance(pick, float) else str(pick))
+    return {
+        "folds": len(ids),
+        by: chosen,
+        "rand_error_mean": at.mean(),
+        "rand_error_worst": at.max(),
+        "nested_rand_error_mean": sum(nested) / len(nested),
+        "nested_rand_error_worst": max(nested),
+        f"nested_{by}s": " ".join(picks),
+    }
+
+
+def threshold_choice(sweeps: pd.DataFrame) -> pd.DataFrame:
+    """Per cross-validated experiment and volume swept in every fold at the same thresholds: the threshold chosen
+    by `choose_by_cross_validation`, with its nested estimate."""
+    folds = sweeps[sweeps["fold"].notna()]
+    rows = []
+    for (experiment, volume), group in folds.groupby(["experiment", "volume"], sort=True):
+        try:
+            choice = choose_by_cross_validation(group[["fold", "threshold", "rand_error"]].dropna())
+        except ValueError:
+            continue  # one fold, or folds swept at different thresholds: nothing to choose across
+        rows.append({"experiment": experiment, "volume": volume, **choice})
+    return pd.DataFrame(rows, columns=None if rows else ["experiment", "volume", "folds", "threshold"])
+
+
 def write_report(
     metric_files: Sequence[str | Path],
     runs: Sequence[str],
     out_dir: str | Path,
     volume_files: Sequence[str | Path] | None = None,
+    sweep_files: Sequence[str | Path] | None = None,
 ) -> tuple[Path, ...]:
     """metrics.csv, summary.csv and cross_validation.csv; with `volume_files` (one per run, as evaluate writes them)
     also volumes.csv, one row per experiment, fold and volume with the metrics of the volume's pooled counts, and
-    experiments.png, a chart of them; and tables.html, the tables for a browser."""
+    experiments.png, a chart of them; with `sweep_files` (one per run) thresholds.csv and threshold_choice.csv;
+    and tables.html, the tables for a browser."""
     out_dir = Path(out_dir)
     metrics = collect(metric_files, runs)
     summary = summarize(metrics)
     tables = {"metrics.csv": metrics, "summary.csv": summary, "cross_validation.csv": cross_validation(summary)}
-    files = list(metric_files)
+    files, names = list(metric_files), list(runs)
     if volume_files:
         tables["volumes.csv"] = collect_volumes(volume_files, runs)
-        files += list(volume_files)
-    names = list(runs) * (2 if volume_files else 1)
+        files, names = files + list(volume_files), names + list(runs)
+    if sweep_files:
+        sweeps = collect_sweeps(sweep_files, runs)
+        tables["thresholds.csv"] = threshold_sweep(sweeps)
+        tables["threshold_choice.csv"] = threshold_choice(sweeps)
+        files, names = files + list(sweep_files), names + list(runs)
     inputs = {f"{run}:{i}": input_fingerprint(p) for i, (p, run) in enumerate(zip(files, names, strict=True))}
     record = make_record(inputs, {"runs": list(runs)}, stage_code("report"))
     written = [write_table(frame, out_dir / name, record) for name, frame in tables.items()]
@@ -124,6 +204,8 @@ def _html_tables(tables: dict[str, pd.DataFrame], out: Path) -> Path:
         "summary.csv": "Summary per experiment, fold and volume (mean and standard deviation over slices)",
         "volumes.csv": "Volumes (metrics of each volume's pooled counts; best over the threshold sweep)",
         "cross_validation.csv": "Cross-validation (mean, standard deviation and worst fold)",
+        "threshold_choice.csv": "Threshold chosen by cross-validation (and its nested estimate)",
+        "thresholds.csv": "Cross-validation at every swept threshold (volume metrics: mean and worst fold)",
         "metrics.csv": "Per slice",
     }
     parts = ["<html><head><meta charset='utf-8'><title>unetflow metrics</title></head><body>"]

@@ -31,6 +31,7 @@ class TrainSettings:
     hard_tile_top: float = _D["hard_tile_top"]
     seed: int = _D["seed"]
     validate_every: int = _D["validate_every"]
+    select: str = _D["select"]
     checkpoint_every: int = _D["checkpoint_every"]
     workers: int = _D["workers"]
     threshold: float = _D["threshold"]

@@ -3,7 +3,8 @@
 Random augmented tiles (`unetflow.training.data`) are drawn in DataLoader workers. Every `checkpoint_every`
 iterations, and on SIGTERM, the full training state is saved, so re-running a killed job resumes and ends at
 the same iteration count. Validation on whole held-out slices records pixel and Rand error in `train_log.csv`;
-the best model (or the best weight average, with `ema`) is `model.pt`.
+`model.pt` is the best validated model (`select: best`) or the last (`select: last`), the weight average in place
+of the raw weights with `ema`.
 """
 
 from __future__ import annotations
@@ -280,12 +281,15 @@ class Trainer:
         return value
 
     def log_and_validate(self, meter: _Meter) -> None:
-        """A log row; with validation data, the kept model's errors, and `best.pt` when they are the lowest yet."""
+        """A log row; with validation data, the kept model's errors, and (`select: best`) `best.pt` when they are
+        the lowest yet."""
         row = meter.row(self.iteration, self.optimizer.param_groups[0]["lr"])
         if self.validation:
             pe, re = validate(self.kept, self.device, self.validation, self.settings.threshold, self.precision)
             row.update(val_pixel_error=pe, val_rand_error=re)
-            if self.best is None or (re, pe) < (self.best["rand_error"], self.best["pixel_error"]):
+            if self.settings.select == "best" and (
+                self.best is None or (re, pe) < (self.best["rand_error"], self.best["pixel_error"])
+            ):
                 self.best = {"iteration": self.iteration, "rand_error": re, "pixel_error": pe}
                 save_checkpoint(
                     self.ckpt_dir / "best.pt", self.kept, iteration=self.iteration, provenance=self.provenance
@@ -310,9 +314,18 @@ class Trainer:
         )
 
     def finish(self) -> Path:
-        """`model.pt` (the best validated model, else the last) and `train_log.csv`."""
+        """`model.pt` (with `select: best` and validation data the best validated model, else the last) and
+        `train_log.csv`. The model's `best` records the kept model's validation figures (with `select: last`,
+        those of the last validation when it validated the final model)."""
         iteration = self.iteration
-        if self.best is not None:
+        final = self.log_rows[-1] if self.log_rows else {}
+        if self.settings.select == "last" and final.get("iteration") == iteration and "val_rand_error" in final:
+            self.best = {
+                "iteration": iteration,
+                "rand_error": final["val_rand_error"],
+                "pixel_error": final["val_pixel_error"],
+            }
+        elif self.best is not None:
             payload = load_checkpoint(self.ckpt_dir / "best.pt")
             self.kept.load_state_dict(payload["state_dict"])
             iteration = payload["iteration"]
@@ -361,6 +374,6 @@ def train(
     threads: int | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Train and write `model.pt` (best on validation, else last) and `train_log.csv` into `out_dir` (see
-    `Trainer`)."""
+    """Train and write `model.pt` (per `settings.select`: the best on validation or the last) and `train_log.csv`
+    into `out_dir` (see `Trainer`)."""
     return Trainer(model_settings, settings, train_data, validation, out_dir, device_name, threads, provenance).run()
