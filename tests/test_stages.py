@@ -277,10 +277,13 @@ def test_the_threshold_is_chosen_across_folds_and_scored_on_folds_that_did_not_c
     }
     rows = [
         {"experiment": "cv", "fold": f, "volume": "v", "threshold": t, "rand_error": e, "rand_merge": 1 - e}
+        | {"pixel_error": 0.1 * t + 0.01 * f}
         for f, values in errors.items()
         for t, e in zip([0.3, 0.5, 0.7], values, strict=True)
     ]
-    rows.append({"experiment": "plain", "fold": None, "volume": "v", "threshold": 0.5, "rand_error": 0.5})
+    rows.append(
+        {"experiment": "plain", "fold": None, "volume": "v", "threshold": 0.5, "rand_error": 0.5, "pixel_error": 0}
+    )
     sweeps = pd.DataFrame(rows).astype({"fold": "Int64"})
     table = threshold_sweep(sweeps).set_index("threshold")
     assert list(table["experiment"]) == ["cv"] * 3 and set(table["folds"]) == {3}
@@ -291,6 +294,7 @@ def test_the_threshold_is_chosen_across_folds_and_scored_on_folds_that_did_not_c
     # without fold 1: 0.11, 0.06, 0.05 -> 0.7 (0.09); without fold 2: 0.07, 0.055, 0.085 -> 0.5 (0.07).
     assert choice["threshold"] == 0.5 and choice["rand_error_mean"] == pytest.approx(0.06)
     assert choice["rand_error_worst"] == pytest.approx(0.07)
+    assert choice["pixel_error_mean"] == pytest.approx(0.06) and choice["pixel_error_worst"] == pytest.approx(0.07)
     assert choice["nested_thresholds"] == "0.7 0.7 0.5"
     assert choice["nested_rand_error_mean"] == pytest.approx(0.08) and choice["nested_rand_error_worst"] == 0.09
     uneven = sweeps[~((sweeps["fold"] == 2) & (sweeps["threshold"] == 0.7))]

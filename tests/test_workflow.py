@@ -236,6 +236,30 @@ def test_isbi_config_dry_run_lists_every_stage(isbi_dir, tmp_path, config):
     }
 
 
+def test_the_cpu_configs_protocol_runs_four_folds_of_the_same_settings(isbi_dir, tmp_path):
+    shipped = yaml.safe_load((ROOT / "config" / "isbi2012_cpu.yaml").read_text())
+    protocol = yaml.safe_load((ROOT / "config" / "isbi2012_cpu_cv.yaml").read_text())
+    for section in ("weights", "model", "train", "predict", "segment", "evaluate"):
+        assert protocol.get(section) == shipped.get(section), section
+    run = snakemake(
+        tmp_path,
+        "--configfile",
+        str(ROOT / "config" / "isbi2012_cpu_cv.yaml"),
+        "--config",
+        f"data_root={isbi_dir}",
+        "-n",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = planned_jobs(run.stdout + run.stderr)
+    assert {k: jobs.get(k) for k in ("train", "predict", "segment", "evaluate", "report")} == {
+        "train": 4,
+        "predict": 4,
+        "segment": 4,
+        "evaluate": 4,
+        "report": 1,
+    }
+
+
 def test_lint_is_clean():
     run = subprocess.run(
         [

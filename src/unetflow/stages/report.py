@@ -133,7 +133,8 @@ def choose_by_cross_validation(per_fold: pd.DataFrame, by: str = "threshold") ->
     if len(ids) < 2 or candidates.nunique() != 1:
         raise ValueError(f"cross-validation: needs two or more folds, each scored at the same {by} values")
     chosen = _choose(per_fold, by)
-    at = per_fold[per_fold[by] == chosen]["rand_error"]
+    chosen_rows = per_fold[per_fold[by] == chosen]
+    at = chosen_rows["rand_error"]
     nested, picks = [], []
     for fold in ids:
         pick = _choose(per_fold[per_fold["fold"] != fold], by)
@@ -145,6 +146,14 @@ def choose_by_cross_validation(per_fold: pd.DataFrame, by: str = "threshold") ->
         by: chosen,
         "rand_error_mean": at.mean(),
         "rand_error_worst": at.max(),
+        **(
+            {
+                "pixel_error_mean": chosen_rows["pixel_error"].mean(),
+                "pixel_error_worst": chosen_rows["pixel_error"].max(),
+            }
+            if "pixel_error" in per_fold
+            else {}
+        ),
         "nested_rand_error_mean": sum(nested) / len(nested),
         "nested_rand_error_worst": max(nested),
         f"nested_{by}s": " ".join(picks),
@@ -158,7 +167,7 @@ def threshold_choice(sweeps: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (experiment, volume), group in folds.groupby(["experiment", "volume"], sort=True):
         try:
-            choice = choose_by_cross_validation(group[["fold", "threshold", "rand_error"]].dropna())
+            choice = choose_by_cross_validation(group[["fold", "threshold", "rand_error", "pixel_error"]].dropna())
         except ValueError:
             continue  # one fold, or folds swept at different thresholds: nothing to choose across
         rows.append({"experiment": experiment, "volume": volume, **choice})
