@@ -265,6 +265,16 @@ def test_the_threshold_sweep_reports_each_metrics_best_and_where(tmp_path):
         evaluate_volume(seg, gt, tmp_path / "x.csv", thresholds=[0.5])
     with pytest.raises(ValueError, match="volume_out"):
         evaluate_volume(seg, gt, tmp_path / "x.csv", probabilities=probs, thresholds=[0.5], sweep_out=tmp_path / "y")
+    # No sweep: an empty table with the volume's columns, which the report reads as no thresholds to choose from.
+    evaluate_volume(
+        seg, gt, tmp_path / "m0.csv", name="v", volume_out=tmp_path / "v0.csv", sweep_out=tmp_path / "s0.csv"
+    )
+    empty = pd.read_csv(tmp_path / "s0.csv")
+    assert empty.empty and {"threshold", "rand_error", "rand_merge"} <= set(empty.columns)
+    paths = write_report(
+        [tmp_path / "m0.csv"] * 2, ["cv/fold0", "cv/fold1"], tmp_path / "r0", None, [tmp_path / "s0.csv"] * 2
+    )
+    assert pd.read_csv(tmp_path / "r0" / "threshold_choice.csv").empty and len(paths) == 6
 
 
 def test_the_threshold_is_chosen_across_folds_and_scored_on_folds_that_did_not_choose_it():

@@ -136,8 +136,9 @@ def evaluate_volume(
     if sweep_out is not None:
         if volume_out is None:
             raise ValueError("evaluate: the sweep's table needs the volume's metrics (volume_out)")
+        columns = ["threshold", *volume_row]  # the volume row's columns, so that an empty sweep is a table too
         rows_at = [{"threshold": t, **row} for t, row in swept]
-        write_table(pd.DataFrame(rows_at, columns=None if rows_at else ["threshold", "volume"]), sweep_out, record)
+        write_table(pd.DataFrame(rows_at, columns=columns), sweep_out, record)
     write_table(frame, out, record)
     return frame
 

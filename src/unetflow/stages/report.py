@@ -86,13 +86,22 @@ def cross_validation(summary: pd.DataFrame) -> pd.DataFrame:
     values = [c for c in folds.columns if c not in ID_COLUMNS and c != "slices" and not c.endswith("_std")]
     rows = []
     for (experiment, volume), group in folds.groupby(["experiment", "volume"], sort=True):
-        row: dict[str, object] = {"experiment": experiment, "volume": volume, "folds": len(group)}
-        for name in values:
-            column = group[name].astype(float)
-            worst = column.max() if name.endswith("_error") else column.min()
-            row.update({f"{name}_mean": column.mean(), f"{name}_std": column.std(ddof=0), f"{name}_worst": worst})
+        row = {"experiment": experiment, "volume": volume, "folds": len(group), **_over_folds(group, values, True)}
         rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else ["experiment", "volume", "folds"])
+
+
+def _over_folds(group: pd.DataFrame, values: list[str], std: bool) -> dict[str, float]:
+    """Each metric's mean (and standard deviation) and worst over a group of folds: an error's highest value, a
+    score's lowest."""
+    row = {}
+    for name in values:
+        column = group[name].astype(float)
+        row[f"{name}_mean"] = column.mean()
+        if std:
+            row[f"{name}_std"] = column.std(ddof=0)
+        row[f"{name}_worst"] = column.max() if name.endswith("_error") else column.min()
+    return row
 
 
 def collect_sweeps(sweep_files: Sequence[str | Path], runs: Sequence[str]) -> pd.DataFrame:
@@ -107,13 +116,8 @@ def threshold_sweep(sweeps: pd.DataFrame) -> pd.DataFrame:
     values = [c for c in values if not c.endswith(("_best", "_best_threshold")) and folds[c].notna().any()]
     rows = []
     for (experiment, volume, threshold), group in folds.groupby(["experiment", "volume", "threshold"], sort=True):
-        row: dict[str, object] = {"experiment": experiment, "volume": volume, "threshold": threshold}
-        row["folds"] = group["fold"].nunique()
-        for name in values:
-            column = group[name].astype(float)
-            worst = column.max() if name.endswith("_error") else column.min()
-            row.update({f"{name}_mean": column.mean(), f"{name}_worst": worst})
-        rows.append(row)
+        row = {"experiment": experiment, "volume": volume, "threshold": threshold, "folds": group["fold"].nunique()}
+        rows.append({**row, **_over_folds(group, values, False)})
     return pd.DataFrame(rows, columns=None if rows else ["experiment", "volume", "threshold", "folds"])
 
 
