@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 		$(BIN)/python -m pip install --quiet $(TORCH); \
 	fi
 	@$(BIN)/python -c "import torch; print('Installed torch', torch.__version__, '(CUDA ' + torch.version.cuda + ')' if torch.version.cuda else '(CPU build)')"
-	$(BIN)/python -m pip install --quiet -e ".[workflow,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[workflow,dev,engines]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -39,8 +39,9 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_speed import pure_forward_seconds  # noqa: E402  (the same tiles as predict, no I/O)
+from predict_speed import forward_calls, pure_forward_seconds  # noqa: E402  (the same tiles as predict, no I/O)
 
+from unetflow.inference.engines import build_engine  # noqa: E402
 from unetflow.labels import BINARY_255, cell_mask  # noqa: E402
 from unetflow.models import UNet, UNetConfig  # noqa: E402
 from unetflow.models.checkpoint import save_checkpoint  # noqa: E402
@@ -181,12 +182,16 @@ def inference(shape: tuple[int, int, int], device_name: str, smoke: bool, batch:
         predict_volume(job)
         seconds = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-        block = tuple(open_image(out).attrs["block"])
-        forward = pure_forward_seconds(network.to(device).eval(), shape, block, batch, device)
+        attrs = open_image(out).attrs
+        block = tuple(attrs["block"])
+        engine = build_engine(attrs["engine"], network.eval(), device, attrs["precision"])  # predict's, like for like
+        forward = pure_forward_seconds(engine, forward_calls(shape, block, network.geometries, batch), device)
     voxels = float(np.prod(shape)) / 1e6
     return {
         "predict_shape": list(shape),
         "predict_block": list(block),
+        "predict_engine": attrs["engine"],
+        "predict_precision": attrs["precision"],
         "predict_seconds": seconds,
         "forward_seconds": forward,
         "predict_mvoxels_per_second": voxels / seconds,

@@ -7,15 +7,21 @@
    with the network as built (contiguous, what a MONAI user runs) and converted to channels_last (the layout
    unetflow runs in, 1.3-1.6x faster on CPU), so that the layout's share of the gain is visible;
 3. seams: both against one whole-image pass of their own network on the first slice;
-4. peak RSS of `unetflow predict` on the volume and on a tenth of it.
+4. peak RSS of `unetflow predict` on the volume and on a tenth of it;
+5. with `--variants`, one row per engine and precision (`predict.engine`, `predict.precision`): end to end, its
+   own pure forward over the same tiles, their ratio, the ratio to eager fp32's pure forward, and MONAI like
+   for like (channels_last, same precision); `onnxruntime` is a forward-only row (the network exported to ONNX
+   and run by ONNX Runtime: a candidate engine, not one of the pipeline's).
 
-Run by hand (needs `pip install monai psutil`, the `bench` extra):
+Run by hand (needs `pip install monai psutil onnxruntime onnx`, the `bench` extra):
     python benchmarks/predict_speed.py [--shape 30 2048 2048] [--width 16] [--levels 5] [--memory-mb 2048]
+    python benchmarks/predict_speed.py --shape 20 2048 2048 --threads 1 --skip-monai --variants eager openvino
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -29,14 +35,26 @@ import torch
 import zarr
 
 from unetflow.blocks import read_mirrored
+from unetflow.inference.engines import build_engine
 from unetflow.inference.tiling import plan_blocks
 from unetflow.intensity import image_stats
 from unetflow.models import UNet, UNetConfig
 from unetflow.models.checkpoint import save_checkpoint
-from unetflow.runtime import memory_format
 from unetflow.store import create_image, open_image
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+# name: (predict.engine, predict.precision, predict.calibrate); onnxruntime and compile: forward only (compile's
+# end to end would add a compile of a minute or more per tile shape on CPU)
+VARIANTS = {
+    "eager": ("eager", "fp32", False),
+    "openvino": ("openvino", "fp32", False),
+    "openvino-calibrated": ("openvino", "fp32", True),
+    "compile": ("compile", "fp32", False),
+    "eager-bf16": ("eager", "bf16", False),
+    "openvino-bf16": ("openvino", "bf16", False),
+    "onnxruntime": ("onnxruntime", "fp32", False),
+}
+FORWARD_ONLY = {"onnxruntime", "compile"}
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -51,7 +69,9 @@ def write_volume(path: Path, shape: tuple[int, int, int]) -> None:
         target[z] = np.clip(128 + 400 * plane, 0, 255).astype(np.uint8)
 
 
-def run_predict(model: Path, source: Path, out: Path, args) -> tuple[float, float, tuple[int, ...]]:
+def run_predict(
+    model: Path, source: Path, out: Path, args, engine: str = "eager", precision: str = "fp32", calibrate: bool = False
+) -> tuple[float, float, tuple[int, ...]]:
     """(seconds inside predict, peak RSS MiB, block) of one `unetflow predict` subprocess."""
     cmd = [sys.executable, "-m", "unetflow", "predict", str(model), str(source), "--out", str(out)]
     cmd += [
@@ -60,7 +80,7 @@ def run_predict(model: Path, source: Path, out: Path, args) -> tuple[float, floa
         "--batch-size",
         str(args.batch_size),
         "--settings",
-        '{"dtype": "float16"}',
+        json.dumps({"dtype": "float16", "engine": engine, "precision": precision, "calibrate": calibrate}),
     ]
     cmd += ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
     probe = (
@@ -73,38 +93,61 @@ def run_predict(model: Path, source: Path, out: Path, args) -> tuple[float, floa
     if done.returncode:
         raise RuntimeError(done.stderr)
     seconds = float(re.search(r"voxels/s over ([\d.]+) s", done.stdout).group(1))
+    print("  " + re.search(r"predict: .* files to compute.*", done.stdout).group(0), flush=True)
     rss = int(re.search(r"MAXRSS (\d+)", done.stdout).group(1)) / 1024
     block = tuple(zarr.open_group(str(out), mode="r").attrs["unetflow"]["block"])
     return seconds, rss, block
 
 
-def pure_forward_seconds(model: torch.nn.Module, shape, block, batch: int, device: torch.device) -> float:
-    """Forward passes over the same tiles as predict (same count, shape, batching and memory layout), on random
-    data."""
-    layout = memory_format(device, 2)
-    model = model.to(memory_format=layout)
-    plan = plan_blocks(shape, block, model.geometries, 2)
+def forward_calls(shape, block, geometries, batch: int) -> list[tuple[int, ...]]:
+    """The input tile shapes of predict's forward passes over a volume, in order (a 2D model runs a block's
+    slices in batches of `batch`)."""
+    plan = plan_blocks(shape, block, geometries, 2)
     read = [s.stop - s.start for s in plan.blocks[0].read]
     calls = []
-    for _ in plan.blocks:  # a 2D model runs a block's slices in batches of `batch`
+    for _ in plan.blocks:
         for start in range(0, read[0], batch):
-            calls.append(min(batch, read[0] - start))
-    x = {n: torch.randn(n, 1, read[1], read[2], device=device).contiguous(memory_format=layout) for n in set(calls)}
+            calls.append((min(batch, read[0] - start), 1, read[1], read[2]))
+    return calls
+
+
+def pure_forward_seconds(run, calls: list[tuple[int, ...]], device: torch.device) -> float:
+    """`run` (tiles -> logits) over the tiles of `calls` on random data, with the softmax, no I/O; one warm-up
+    call per shape first (an engine compiles there)."""
+    x = {shape: torch.randn(shape, device=device) for shape in set(calls)}
     with torch.inference_mode():
-        model(x[calls[0]]).softmax(1)
+        for tiles in x.values():
+            run(tiles).softmax(1)
         start = time.perf_counter()
-        for n in calls:
-            model(x[n]).softmax(1).cpu()
+        for shape in calls:
+            run(x[shape]).softmax(1).cpu()
         return time.perf_counter() - start
 
 
-def monai_seconds(model: torch.nn.Module, volume: np.ndarray, roi: int, batch: int, device) -> tuple[float, np.ndarray]:
+def onnxruntime_run(model: torch.nn.Module, shape: tuple[int, ...], threads: int | None, tmp: Path):
+    """The network exported to ONNX and run by ONNX Runtime's CPU provider (a tiles -> logits callable)."""
+    import onnxruntime as ort
+
+    path = tmp / "net.onnx"
+    torch.onnx.export(
+        model, (torch.zeros(shape),), str(path), input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads or 0, 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+
+
+def monai_seconds(
+    model: torch.nn.Module, volume: np.ndarray, roi: int, batch: int, device, precision: str = "fp32"
+) -> tuple[float, np.ndarray]:
     from monai.inferers import sliding_window_inference
 
     x = torch.from_numpy(volume[:, None]).to(device)
-    with torch.inference_mode():
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=precision == "bf16"):
         start = time.perf_counter()
-        out = sliding_window_inference(x, (roi, roi), batch, lambda t: model(t).softmax(1))
+        out = sliding_window_inference(x, (roi, roi), batch, lambda t: model(t).float().softmax(1))
         seconds = time.perf_counter() - start
     return seconds, out[0].cpu().numpy()  # slice 0
 
@@ -132,6 +175,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-monai", action="store_true")
+    parser.add_argument(
+        "--variants", nargs="*", choices=list(VARIANTS), default=[], help="engine and precision rows (see the doc)"
+    )
     parser.add_argument(
         "--monai-roi", type=int, nargs="*", default=[0, 512], help="MONAI window sizes; 0: our tile's input size"
     )
@@ -161,9 +207,11 @@ def main() -> None:
         t_ours, rss_big, block = run_predict(tmp / "model.pt", tmp / "big.zarr", tmp / "pb.zarr", args)
         read = valid.geometry.window(block[1])[0]
         print(f"block {block}, tile input {read} px")
-        t_forward = pure_forward_seconds(valid.to(device), shape, block, args.batch_size, device)
+        calls = forward_calls(shape, block, valid.geometries, args.batch_size)
+        eager = build_engine("eager", valid, device, "fp32")
+        t_forward = pure_forward_seconds(eager, calls, device)
         print(f"unetflow predict end to end  {t_ours:8.1f} s")
-        print(f"pure forward, same tiles     {t_forward:8.1f} s   ratio {t_ours / t_forward:.3f} (target <= 1.15)")
+        print(f"pure forward, same tiles     {t_forward:8.1f} s   ratio {t_ours / t_forward:.3f} (target <= 1.05)")
         print(f"peak RSS: {tenth} {rss_small:.0f} MiB, {shape} {rss_big:.0f} MiB: ratio {rss_big / rss_small:.3f}")
         image = open_image(tmp / "big.zarr")
         stats = image_stats(image)
@@ -172,6 +220,7 @@ def main() -> None:
         norm = volume[0]
         seam_ours = np.abs(ours - whole_image(valid, norm, True)).max()
         print(f"unetflow max |tiled - whole image| on slice 0: {seam_ours:.2e} (float16 output)")
+        monai = {}  # precision: seconds, channels_last at the first --monai-roi (the variants' like for like)
         if not args.skip_monai:
             whole_same = whole_image(same, norm, False)
             for asked in args.monai_roi:
@@ -180,9 +229,65 @@ def main() -> None:
                 for layout in args.monai_layouts:
                     net = same.to(device).to(memory_format=LAYOUTS[layout])
                     t_monai, monai_out = monai_seconds(net, volume, roi, args.batch_size, device)
+                    if asked == args.monai_roi[0] and layout == "channels_last":
+                        monai["fp32"] = t_monai
                     print(f"MONAI sliding_window_inference (roi {roi}, overlap 0.25, {layout}) {t_monai:8.1f} s")
-                    print(f"  unetflow is {t_monai / t_ours:.2f}x faster (target >= 1.3)")
+                    print(f"  unetflow is {t_monai / t_ours:.2f}x faster (target >= 1.5 like for like)")
                     print(f"  MONAI max |tiled - whole image| on slice 0: {np.abs(monai_out - whole_same).max():.2e}")
+        if args.variants:
+            measured = {"eager": (t_ours, block, t_forward)}
+            rows = variant_rows(args, valid, same, volume, shape, measured, monai, device, tmp)
+            print(table(rows))
+
+
+def variant_rows(args, valid, same, volume, shape, measured, monai, device, tmp: Path) -> list[dict]:
+    """One row per variant: end to end, its own pure forward over its own tiles, ratios to that and to eager fp32's
+    pure forward, and MONAI like for like (channels_last, same precision, first --monai-roi)."""
+    rows = []
+    t_eager, block = measured["eager"][2], measured["eager"][1]
+    roi = -(-((args.monai_roi or [0])[0] or valid.geometry.window(block[1])[0]) // same.geometry.step)
+    roi *= same.geometry.step
+    for name in args.variants:
+        engine, precision, calibrate = VARIANTS[name]
+        if engine == "onnxruntime":
+            run = onnxruntime_run(
+                valid, forward_calls(shape, block, valid.geometries, args.batch_size)[0], args.threads, tmp
+            )
+        else:
+            run = build_engine(engine, valid, device, precision)
+        if name in measured:
+            t_end, own_block, t_own = measured[name]
+        else:
+            t_end, own_block = float("nan"), block
+            if name not in FORWARD_ONLY:
+                out = tmp / f"p-{name}.zarr"
+                t_end, _, own_block = run_predict(
+                    tmp / "model.pt", tmp / "big.zarr", out, args, engine, precision, calibrate
+                )
+            calls = forward_calls(shape, own_block, valid.geometries, args.batch_size)
+            t_own = pure_forward_seconds(run, calls, device)
+        row = {"variant": name, "block": "x".join(map(str, own_block)), "end_to_end_s": t_end, "forward_s": t_own}
+        row["end_to_end_over_own_forward"] = t_end / t_own
+        row["end_to_end_over_eager_forward"] = t_end / t_eager
+        row["forward_over_eager_forward"] = t_own / t_eager
+        if not args.skip_monai and not np.isnan(t_end):
+            if precision not in monai:
+                net = same.to(device).to(memory_format=torch.channels_last)
+                monai[precision] = monai_seconds(net, volume, roi, args.batch_size, device, precision)[0]
+            row["monai_s"] = monai[precision]
+            row["monai_over_end_to_end"] = monai[precision] / t_end
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for row in rows:
+        cells = [row.get(c, "") for c in columns]
+        lines.append("| " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -136,3 +136,22 @@ def pipeline(tmp_path_factory):
     run = snakemake(work, "--configfile", "tiny.yaml")
     assert run.returncode == 0, run.stderr[-4000:]
     return work
+
+
+@pytest.fixture
+def tiny_model_and_volume(tmp_path):
+    """(model.pt, volume) paths: an untrained U-Net (width 4, 3 levels, seed 0) and a random uint8 zarr volume of
+    3 x 70 x 53 voxels in one chunk."""
+    import torch
+
+    from unetflow.models import UNet, UNetConfig
+    from unetflow.models.checkpoint import save_checkpoint
+    from unetflow.store import create_image
+
+    torch.manual_seed(0)
+    model = tmp_path / "model.pt"
+    save_checkpoint(model, UNet(UNetConfig(base_width=4, levels=3, dropout=0)))
+    volume = tmp_path / "v.ome.zarr"
+    data = np.random.default_rng(0).integers(0, 255, (3, 70, 53)).astype(np.uint8)
+    create_image(volume, data.shape, np.uint8, data.shape)[:] = data
+    return str(model), str(volume)

@@ -75,7 +75,7 @@ def test_every_subcommand_explains_itself_with_one_output_convention():
 
     parser = build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert len(commands.choices) == 13
+    assert len(commands.choices) == 14
     for name, sub in commands.choices.items():
         assert sub.description and len(sub.description) > 20, name
         actions = [a for a in sub._actions if not isinstance(a, argparse._HelpAction)]

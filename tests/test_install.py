@@ -36,3 +36,19 @@ def test_a_cpu_machine_asks_for_the_cpu_build_and_a_gpu_machine_for_the_default(
     gpu = _planned_install(str(tools), tmp_path)
     assert '[ -n "" ]' in gpu and "from the default index (an NVIDIA driver found)" in gpu
     assert "import torch; print('Installed torch'" in gpu  # what was installed is said afterwards
+
+
+def test_the_rules_conda_environment_has_every_package_the_pipeline_imports():
+    """envs/unetflow.yaml (what `--sdm conda` builds) against pyproject's dependencies and the engines extra."""
+    import re
+    import tomllib
+
+    import yaml
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["engines"]
+    conda_names = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
+    names = {conda_names.get(n, n) for n in (re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower() for d in wanted)}
+    env = yaml.safe_load((ROOT / "envs" / "unetflow.yaml").read_text())
+    present = {re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower() for d in env["dependencies"] if isinstance(d, str)}
+    assert names <= present, f"missing from envs/unetflow.yaml: {sorted(names - present)}"

@@ -257,3 +257,51 @@ def test_a_second_prediction_of_the_same_output_refuses_while_the_first_runs(mod
     assert not out.exists()
     predict_volume(job(model_path, volume, out, block=(8, 72, 56)))  # once the first is gone, it runs
     assert out.exists() and not out.with_name(out.name + ".lock").exists()
+
+
+def test_reads_and_writes_run_beside_the_model(model_path, volume, tmp_path, monkeypatch):
+    import threading
+
+    import unetflow.stages.predict as predict
+
+    reads, writes = set(), set()
+    read_input, write = predict.block_input, predict.write_levels
+
+    def recording_read(*args):
+        reads.add(threading.current_thread().name.split("_")[0])
+        return read_input(*args)
+
+    def recording_write(*args, **kw):
+        writes.add(threading.current_thread().name.split("_")[0])
+        return write(*args, **kw)
+
+    monkeypatch.setattr(predict, "block_input", recording_read)
+    monkeypatch.setattr(predict, "write_levels", recording_write)
+    reference = read(predict_volume(job(model_path, volume, tmp_path / "ref.ome.zarr", file_mb=0.2)))
+    assert reads == {"read-ahead"} and writes == {"write-behind"}
+    monkeypatch.undo()
+    assert np.array_equal(reference, read(predict_volume(job(model_path, volume, tmp_path / "plain.ome.zarr"))))
+
+
+def test_a_failed_write_fails_the_run_and_the_rerun_computes_only_what_is_missing(
+    model_path, volume, tmp_path, monkeypatch
+):
+    import unetflow.stages.predict as predict
+
+    reference = read(predict_volume(job(model_path, volume, tmp_path / "ref.ome.zarr")))
+    write, calls = predict.write_levels, []
+
+    def failing_write(*args, **kw):
+        calls.append(1)
+        if len(calls) == 4:
+            raise OSError("no space left on device")
+        return write(*args, **kw)
+
+    monkeypatch.setattr(predict, "write_levels", failing_write)
+    out = tmp_path / "p.ome.zarr"
+    with pytest.raises(OSError, match="no space left"):
+        predict_volume(job(model_path, volume, out))
+    assert not out.exists()
+    assert count_done(partial_path(out)) == 3  # the groups before the failed one; none after it was written
+    monkeypatch.undo()
+    assert np.array_equal(read(predict_volume(job(model_path, volume, out))), reference)

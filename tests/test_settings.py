@@ -33,6 +33,8 @@ def test_result_settings_leave_out_scheduling():
         "dtype",
         "tta",
         "precision",
+        "engine",
+        "calibrate",
         "file_mb",
     }
 

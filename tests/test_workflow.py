@@ -101,6 +101,36 @@ def test_sharded_prediction_scatters_gathers_and_matches(pipeline, tmp_path):
     assert not list((work / "results").rglob("*.partial")) and not list((work / "results").rglob("*.done"))
 
 
+def test_a_calibrated_run_times_tiles_once_and_every_shard_cuts_its_blocks_there(pipeline, tmp_path):
+    import json
+
+    import zarr
+
+    from unetflow.inference.budget import block_for_side
+    from unetflow.models.checkpoint import load_model
+
+    work = tmp_path / "copy"
+    shutil.copytree(pipeline, work, symlinks=True)
+    config = yaml.safe_load((work / "tiny.yaml").read_text())
+    config["predict"].update(block=[0, 0, 0], calibrate=True, shards=2, memory_budget_mb=64, engine="eager")
+    (work / "calibrated.yaml").write_text(yaml.safe_dump(config))
+    dry = snakemake(work, "--configfile", "calibrated.yaml", "-n", "--quiet", "rules")
+    planned = planned_jobs(dry.stdout + dry.stderr)
+    assert planned["calibrate_tiles"] == 1 and planned["predict_shard"] == 4 and "train" not in planned
+    run = snakemake(work, "--configfile", "calibrated.yaml")
+    assert run.returncode == 0, run.stderr[-4000:]
+    side = json.loads((work / "results" / "models" / "tiny" / "tiles.json").read_text())["side"]
+    model, _ = load_model(work / "results" / "models" / "tiny" / "model.pt", "cpu")
+    for v in ("tiny_validation", "tiny_volume"):
+        path = work / "results" / "tiny" / v / "probabilities.ome.zarr"
+        shape = open_image(path).array.shape[1:]
+        assert zarr.open_group(str(path), mode="r").attrs["unetflow"]["block"] == list(
+            block_for_side(model, shape, side, config["predict"].get("batch_size", 4))
+        )
+        whole = open_image(pipeline / "results" / "tiny" / v / "probabilities.ome.zarr").array[:]
+        assert np.abs(np.asarray(open_image(path).array[:], np.float32) - whole).max() <= 1e-3  # float16 output
+
+
 def test_nested_settings_are_overridden_with_config_in_yaml_flow_style(pipeline):
     """`--config 'train={iterations: 8}'` arrives from Snakemake as the string '8'; it is read as YAML and merged
     into the config file's section, so the same value plans nothing and another one retrains."""

@@ -113,8 +113,17 @@ def cmd_predict(a: argparse.Namespace) -> None:
     if a.gather:
         print(finalize(a.out))
         return
-    job = PredictJob.from_settings(a.model, a.source, a.out, a.settings, a.fold, a.batch_size, a.device, a.threads)
+    job = PredictJob.from_settings(
+        a.model, a.source, a.out, a.settings, a.fold, a.batch_size, a.device, a.threads, a.tiles
+    )
     print(predict_volume(job, SchedulerSpec(a.scheduler, a.workers), a.shard, a.memory_mb))
+
+
+def cmd_calibrate(a: argparse.Namespace) -> None:
+    from unetflow.stages.calibrate import calibrate_tiles
+
+    side = calibrate_tiles(a.model, a.out, a.settings, a.device, a.threads)
+    print(f"{a.out}: tiles of {side} output pixels per side")
 
 
 def cmd_segment(a: argparse.Namespace) -> None:
@@ -337,7 +346,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: torch's choice)")
     s.add_argument("--shard", type=_shard, default=(0, 1), help="process only the i-th of N block subsets (i/N)")
     s.add_argument("--gather", action="store_true", help="check that all shards are done and finish the output")
+    s.add_argument(
+        "--tiles",
+        default=None,
+        help="with zeros in predict.block: the fastest tile side from this calibration file (measured and written "
+        "there first if it is missing; see `unetflow calibrate`) instead of the largest the memory budget allows",
+    )
     s.set_defaults(func=cmd_predict)
+
+    s = _command(
+        sub,
+        "calibrate",
+        "time tile sizes for prediction on this machine and write the fastest to a file",
+        "The run's engine and precision on tiles from a quarter of the memory budget's largest up to it; the side\n"
+        "with the least time per output voxel is written (JSON) for `unetflow predict --tiles`.",
+    )
+    s.add_argument("model", help="a model.pt written by train")
+    _out(s, "the calibration file (JSON) to write")
+    s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="predict"))
+    s.add_argument("--device", default=predict["device"], help="auto (CUDA when present), cpu, cuda or cuda:N")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    s.set_defaults(func=cmd_calibrate)
 
     s = _command(
         sub,

@@ -50,9 +50,16 @@ class _Progress:
 
 
 def run_tasks(
-    fn: Callable[[Any, Any], int], job: Any, items: Sequence[Any], spec: SchedulerSpec, gpu: bool = False
+    fn: Callable[[Any, Any], int],
+    job: Any,
+    items: Sequence[Any],
+    spec: SchedulerSpec,
+    gpu: bool = False,
+    finish: Callable[[Any], None] | None = None,
 ) -> int:
-    """Run fn(job, item) for every item (each returns a voxel count); returns the voxels done.
+    """Run fn(job, item) for every item (each returns a voxel count); returns the voxels done. Then `finish(job)`
+    runs once in every process that ran tasks (this one for threads, each worker on dask.distributed): what a task
+    left running behind it (a write) is complete, or its error raised, when this returns.
 
     On dask.distributed with `gpu`, each task asks for the worker resource GPU=1, so a worker started with
     `--resources GPU=1` (or the LocalCluster started here) runs one block at a time on its GPU."""
@@ -61,8 +68,11 @@ def run_tasks(
     progress = _Progress(len(items))
     try:
         if not spec.distributed:
-            return _run_threads(fn, job, items, spec.workers, progress)
-        return _run_distributed(fn, job, items, spec, gpu, progress)
+            done = _run_threads(fn, job, items, spec.workers, progress)
+            if finish is not None:
+                finish(job)
+            return done
+        return _run_distributed(fn, job, items, spec, gpu, progress, finish)
     finally:
         progress.close()
 
@@ -80,7 +90,7 @@ def _run_threads(fn, job, items, workers: int, progress: _Progress) -> int:
     return int(sum(results))
 
 
-def _run_distributed(fn, job, items, spec: SchedulerSpec, gpu: bool, progress: _Progress) -> int:
+def _run_distributed(fn, job, items, spec: SchedulerSpec, gpu: bool, progress: _Progress, finish) -> int:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:  # pragma: no cover - distributed is a dependency
@@ -100,6 +110,8 @@ def _run_distributed(fn, job, items, spec: SchedulerSpec, gpu: bool, progress: _
             voxels = future.result()
             total += voxels
             progress(voxels)
+        if finish is not None:
+            client.run(finish, job)  # on every worker; raises a worker's error
         return total
     finally:
         client.close()

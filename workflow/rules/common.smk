@@ -375,8 +375,18 @@ def weights_steps(step):
     )
 
 
+def tile_calibration(run):
+    """The run's tile calibration file where predict.calibrate is on and the block automatic, else None."""
+    p = experiment_of(run)["predict"]
+    return (
+        results(f"models/{run}/tiles.json")
+        if p["calibrate"] and 0 in p["block"]
+        else None
+    )
+
+
 def predict_job(wildcards):
-    """How a run's prediction jobs run (scheduling only)."""
+    """How a run's prediction jobs run (scheduling only; the calibration file is an input of the job)."""
     p = experiment_of(wildcards.run)["predict"]
     return Scheduling(
         memory_mb=p["memory_budget_mb"],
@@ -384,6 +394,7 @@ def predict_job(wildcards):
         scheduler=p["scheduler"],
         workers=p["workers"],
         device=p["device"],
+        tiles=tile_calibration(wildcards.run),
     )
 
 

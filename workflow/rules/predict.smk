@@ -1,9 +1,36 @@
+rule calibrate_tiles:
+    """The tile side found fastest per output voxel for a run's predictions (predict.calibrate), timed once
+    with the run's engine and precision on a prediction node; every prediction job of the run shares it.
+    """
+    input:
+        model=lambda wc: model_file(wc.run),
+    output:
+        results("models/{run}/tiles.json"),
+    log:
+        results("logs/calibrate/{run}.log"),
+    conda:
+        ENV
+    threads: setting("predict", "threads")
+    resources:
+        gpu=setting("predict", "gpus"),
+        mem_mb=setting("predict", "mem_mb"),
+        runtime=10,
+    params:
+        settings=predict_settings,
+        code=stage_code("calibrate"),
+        job=lambda wc: Scheduling(device=experiment_of(wc.run)["predict"]["device"]),
+    shell:
+        "python -m unetflow calibrate {input.model:q} --out {output:q} --settings {params.settings:q} "
+        "--threads {threads} {params.job.words:q} > {log:q} 2>&1"
+
+
 rule predict_shard:
     """One of `predict.shards` cluster jobs: the i-th interleaved subset of a volume's blocks, written into
     the shared partial output."""
     input:
         model=lambda wc: model_file(wc.run),
         images=lambda wc: images_zarr(wc.volume),
+        tiles=lambda wc: tile_calibration(wc.run) or [],
     output:
         temp(touch(results("{run}/{volume}/predict_shards/{shard}.done"))),
     log:
@@ -37,6 +64,7 @@ rule predict:
     input:
         model=lambda wc: model_file(wc.run),
         images=lambda wc: images_zarr(wc.volume),
+        tiles=lambda wc: tile_calibration(wc.run) or [],
         shards=lambda wc: (
             expand(
                 results(f"{wc.run}/{wc.volume}/predict_shards/{{shard}}.done"),

@@ -28,31 +28,29 @@ def _even(extent: int, largest: int, step: int) -> int:
     return -(-extent // (count * step)) * step
 
 
-def auto_block(
-    model: nn.Module,
-    shape: Sequence[int],
-    budget_bytes: float,
-    batch_size: int,
-    precision: str = "fp32",
-) -> tuple[int, int, int]:
-    """A zyx block shape whose tiles fit `budget_bytes`; 2D models get `batch_size` slices per block.
+def _batch(model: nn.Module, shape: Sequence[int], batch_size: int) -> int:
+    return min(batch_size, int(shape[0])) if model.config.dims == 2 else 1
 
-    Test-time transforms run one after another, so TTA needs no more than one pass (the probability sum is counted)."""
-    cfg = model.config
+
+def _outputs(model: nn.Module, shape: Sequence[int], n: int) -> list[int]:
+    """Per-axis output sizes for side length n: on the pooling grid, at most the (rounded-up) volume."""
+    steps = [g.step for g in model.geometries]
+    caps = [-(-e // s) * s for e, s in zip(shape[3 - model.config.dims :], steps, strict=True)]
+    return [min(n - n % s or s, cap) for s, cap in zip(steps, caps, strict=True)]
+
+
+def largest_side(
+    model: nn.Module, shape: Sequence[int], budget_bytes: float, batch_size: int, precision: str = "fp32"
+) -> int:
+    """The largest output side length (model axes) whose batch of tiles fits `budget_bytes`."""
     geometries = model.geometries
-    dims = cfg.dims
     bytes_per_value = 2 if precision == "bf16" else 4
-    extents = list(shape[3 - dims :])
-    batch = min(batch_size, int(shape[0])) if dims == 2 else 1
+    batch = _batch(model, shape, batch_size)
     steps = [g.step for g in geometries]
-    caps = [-(-e // s) * s for e, s in zip(extents, steps, strict=True)]
-
-    def outputs(n: int) -> list[int]:
-        """Per-axis output sizes for side length n: on the pooling grid, at most the (rounded-up) volume."""
-        return [min(n - n % s or s, cap) for s, cap in zip(steps, caps, strict=True)]
+    caps = [-(-e // s) * s for e, s in zip(shape[3 - model.config.dims :], steps, strict=True)]
 
     def fits(n: int) -> bool:
-        inputs = [g.window(o)[0] for g, o in zip(geometries, outputs(n), strict=True)]
+        inputs = [g.window(o)[0] for g, o in zip(geometries, _outputs(model, shape, n), strict=True)]
         return activation_bytes(model, inputs, batch, bytes_per_value) <= budget_bytes
 
     if not fits(max(steps)):
@@ -66,5 +64,34 @@ def auto_block(
     while lo < hi:  # largest side length that fits
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-    sizes = [_even(e, o, s) for e, o, s in zip(extents, outputs(lo), steps, strict=True)]
-    return (batch, *sizes) if dims == 2 else tuple(sizes)  # type: ignore[return-value]
+    return lo
+
+
+def unbounded_largest_side(model: nn.Module, budget_bytes: float, batch_size: int, precision: str = "fp32") -> int:
+    """`largest_side` on a volume larger than any tile: what the budget allows, whatever the volume."""
+    shape = (batch_size, *(10**6,) * model.config.dims)[-3:]
+    return largest_side(model, shape, budget_bytes, batch_size, precision)
+
+
+def block_for_side(model: nn.Module, shape: Sequence[int], side: int, batch_size: int) -> tuple[int, int, int]:
+    """The zyx block of output side length `side` on a volume of `shape`, evened out so that the last block
+    is not mostly padding; 2D models get `batch_size` slices per block."""
+    extents = list(shape[3 - model.config.dims :])
+    steps = [g.step for g in model.geometries]
+    sizes = [_even(e, o, s) for e, o, s in zip(extents, _outputs(model, shape, side), steps, strict=True)]
+    return (_batch(model, shape, batch_size), *sizes) if model.config.dims == 2 else tuple(sizes)  # type: ignore
+
+
+def auto_block(
+    model: nn.Module,
+    shape: Sequence[int],
+    budget_bytes: float,
+    batch_size: int,
+    precision: str = "fp32",
+) -> tuple[int, int, int]:
+    """A zyx block shape whose tiles fit `budget_bytes`, as large as they allow; 2D models get `batch_size`
+    slices per block.
+
+    Test-time transforms run one after another, so TTA needs no more than one pass (the probability sum is counted)."""
+    side = largest_side(model, shape, budget_bytes, batch_size, precision)
+    return block_for_side(model, shape, side, batch_size)

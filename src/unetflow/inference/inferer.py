@@ -9,17 +9,20 @@ import torch
 from torch import nn
 
 from unetflow.blocks import Block, read_mirrored
+from unetflow.inference.engines import Engine, build_engine
 from unetflow.inference.tiling import BlockPlan, plan_blocks, slice_stacks
 from unetflow.inference.tta import IDENTITY_TRANSFORM, test_time_transforms
 from unetflow.intensity import IntensityStats
 from unetflow.models.geometry import Geometry
-from unetflow.runtime import autocast, memory_format, resolve_precision
+from unetflow.runtime import resolve_precision
 
 
 class TileInferer:
     """Runs a model on batches of input tiles and returns class probabilities (softmax) as float32.
 
-    With `tta`, the probabilities are averaged over the model's test-time transforms (`unetflow.inference.tta`)."""
+    With `tta`, the probabilities are averaged over the model's test-time transforms (`unetflow.inference.tta`);
+    `engine` runs the forward passes: a name (`unetflow.inference.engines`; not `auto`) or an engine already built
+    for this model, device and precision (`checked_engine`)."""
 
     def __init__(
         self,
@@ -28,13 +31,14 @@ class TileInferer:
         batch_size: int = 4,
         precision: str = "auto",
         tta: bool = False,
+        engine: str | Engine = "eager",
     ):
         self.device = device
         self.dims = model.config.dims
-        self.format = memory_format(device, self.dims)
-        self.model = model.to(device).to(memory_format=self.format).eval()
         self.batch_size = max(1, batch_size)
         self.precision = resolve_precision(device, precision)
+        self.engine = engine if not isinstance(engine, str) else build_engine(engine, model, device, self.precision)
+        self.model = model.to(device).eval()
         self.transforms = test_time_transforms(model.geometries) if tta else (IDENTITY_TRANSFORM,)
 
     @property
@@ -50,20 +54,23 @@ class TileInferer:
             x = x.to(self.device, non_blocking=True)
             total = None
             for transform in self.transforms:
-                with autocast(self.device, self.precision):
-                    logits = self.model(transform.apply(x).contiguous(memory_format=self.format))
-                probs = transform.invert(logits.float().softmax(1))
+                probs = transform.invert(self.engine(transform.apply(x)).softmax(1))
                 total = probs if total is None else total + probs
             outputs.append((total / len(self.transforms)).cpu().numpy())
         return np.concatenate(outputs)
 
 
-def infer_block(inferer: TileInferer, source, block: Block, plan: BlockPlan, stats: IntensityStats) -> np.ndarray:
-    """Class probabilities (classes, *write region shape) of one block of a zyx `source`."""
+def block_input(source, block: Block, stats: IntensityStats) -> np.ndarray:
+    """The normalized, mirrored input window of one block of a zyx `source` (the part of a block that is I/O)."""
     data = stats.normalize(read_mirrored(source, block.read))
     if not np.isfinite(data).all():  # one NaN would spread through every probability the block's tiles make
         region = ", ".join(f"{r.start}:{r.stop}" for r in block.read)
         raise ValueError(f"input block {block.index} (read region [{region}]) holds NaN or infinite values")
+    return data
+
+
+def block_probabilities(inferer: TileInferer, data: np.ndarray, block: Block, plan: BlockPlan) -> np.ndarray:
+    """Class probabilities (classes, *write region shape) of one block from its input window (`block_input`)."""
     if plan.model_dims == 2:
         probs = inferer(slice_stacks(data, plan.slice_context))  # slices as a batch: (z, classes, y, x)
         probs = np.moveaxis(probs, 1, 0)
@@ -78,6 +85,11 @@ def infer_block(inferer: TileInferer, source, block: Block, plan: BlockPlan, sta
         else:
             index.append(index_axis)
     return probs[tuple(index)]
+
+
+def infer_block(inferer: TileInferer, source, block: Block, plan: BlockPlan, stats: IntensityStats) -> np.ndarray:
+    """Class probabilities (classes, *write region shape) of one block of a zyx `source`."""
+    return block_probabilities(inferer, block_input(source, block, stats), block, plan)
 
 
 def predict_array(inferer: TileInferer, volume: np.ndarray, stats: IntensityStats, block_size: int = 256) -> np.ndarray:

@@ -2,7 +2,10 @@
 
 One dask task per output file (a zarr v3 shard holding a group of blocks, `predict.file_mb`): for each of its
 blocks it reads the mirrored input window straight from the source and runs the model on the block's slices
-(2D model) or volume (3D model); then it writes the group in one step and records it as done. The output is
+(2D model) or volume (3D model); then it writes the group in one step and records it as done. Reading and
+writing run beside the model (`unetflow.overlap`): the next block is read while the model computes the current
+one, and a group is written while the next is computed (at most one input block and one group in flight per
+worker), so a run takes about as long as its forward passes. The output is
 built in `<out>.partial`, which carries a fingerprint of everything that changes the result: a killed run (or
 another shard of the same run) picks up the groups not yet recorded, and the store moves to `<out>` only once
 every group is done.
@@ -10,6 +13,7 @@ every group is done.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -36,11 +40,14 @@ from unetflow.blocks import shard as shard_blocks
 from unetflow.executor import SchedulerSpec, run_tasks
 from unetflow.folds import Fold
 from unetflow.image import Image, as_zyx, z_window
-from unetflow.inference.budget import auto_block
-from unetflow.inference.inferer import TileInferer, infer_block
+from unetflow.inference.budget import block_for_side, largest_side
+from unetflow.inference.calibration import tile_side
+from unetflow.inference.engines import Engine, checked_engine, tile_shape
+from unetflow.inference.inferer import TileInferer, block_input, block_probabilities
 from unetflow.inference.tiling import BlockPlan, plan_blocks
 from unetflow.intensity import image_stats
 from unetflow.models.checkpoint import load_model
+from unetflow.overlap import WriteBehind, read_ahead
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
 from unetflow.pyramid import level_count
 from unetflow.runtime import release_free_memory, resolve_precision, select_device, set_threads
@@ -77,12 +84,18 @@ class PredictJob:
     device: str = _D["device"]
     threads: int | None = None
     precision: str = _D["precision"]
+    engine: str = _D["engine"]
     # Only slices [start, stop) of the source, predicted as a stack of their own (a fold's held-out slices).
     z_range: tuple[int, int] | None = None
     # The output's fingerprint, once known: a worker built for other inputs is never reused.
     fingerprint: str = ""
     # The group of blocks written as one file, once resolved (whole blocks per axis).
     group: tuple[int, int, int] | None = None
+    # With zeros in `block`: cut blocks at the tile side found fastest (`unetflow.inference.calibration`), not
+    # the budget's largest; with `tiles`, the side in that calibration file (measured and written first where the
+    # file is missing), which every job of a run shares.
+    calibrate: bool = _D["calibrate"]
+    tiles: str | None = None
 
     @property
     def store(self) -> Path:
@@ -99,9 +112,10 @@ class PredictJob:
         batch_size: int | None = None,
         device: str = "auto",
         threads: int | None = None,
+        tiles: str | None = None,
     ) -> PredictJob:
         """A job from a `predict` config section (checked against the schema, defaults filled in); with `fold`
-        (index, count) only that fold's held-out slices of the source are predicted."""
+        (index, count) only that fold's held-out slices of the source are predicted; `tiles`: see the field."""
         p = check("predict", settings)
         z_range = None
         if fold is not None:
@@ -120,7 +134,10 @@ class PredictJob:
             device,
             threads,
             p["precision"],
+            p["engine"],
             z_range,
+            calibrate=p["calibrate"] or tiles is not None,
+            tiles=tiles,
         )
 
 
@@ -134,10 +151,14 @@ class _Worker:
     groups: BlockGrid
     stats: Any
     levels: list[zarr.Array]  # the output's arrays, full resolution first
+    writer: WriteBehind  # writes each finished group while the next one is computed
 
 
 _workers: dict[PredictJob, _Worker] = {}
 _workers_lock = threading.Lock()
+# Engines built and checked while planning (`resolve_job`), taken by this process's worker instead of building
+# (converting, compiling) the same engine again.
+_checked: dict[tuple, Engine] = {}
 
 
 def worker_device(requested: str, worker_name: object, gpus: int) -> str:
@@ -167,15 +188,21 @@ def _worker(job: PredictJob) -> _Worker:
             image = _source(job)
             plan = plan_blocks(image.shape, job.block, model.geometries, model.config.dims, model.config.slice_context)
             levels = levels_in(job.store)
+            engine = _checked.pop(_engine_key(job, device), None) or job.engine
             _workers[job] = _Worker(
-                TileInferer(model, device, job.batch_size, job.precision, job.tta),
+                TileInferer(model, device, job.batch_size, job.precision, job.tta, engine),
                 image,
                 plan,
                 file_groups(image.shape, job),
                 image_stats(image),
                 levels,
+                WriteBehind(depth=1),
             )
         return _workers[job]
+
+
+def _engine_key(job: PredictJob, device: torch.device) -> tuple:
+    return (job.model, str(device), job.precision, job.engine, job.threads)
 
 
 def file_groups(shape: Sequence[int], job: PredictJob) -> BlockGrid:
@@ -185,25 +212,52 @@ def file_groups(shape: Sequence[int], job: PredictJob) -> BlockGrid:
 
 
 def process_group(job: PredictJob, index: tuple[int, ...]) -> int:
-    """Compute the blocks of one group, write it as one file and record it; returns its number of voxels."""
+    """Compute the blocks of one group and hand it to the worker's writer, which writes it as one file and then
+    records it (`finish_worker` waits for that); returns its number of voxels."""
     w = _worker(job)
     group = w.groups.block(index)
     origin = [r.start for r in group.write]
     out = np.empty((w.levels[0].shape[0], *(r.stop - r.start for r in group.write)), dtype=job.dtype)
-    for block_index in blocks_of_group(w.plan.blocks, group):
-        block = w.plan.blocks.block(block_index)
-        try:
-            probs = infer_block(w.inferer, w.image.array, block, w.plan, w.stats)
-        except ValueError as exc:
-            if str(job.source) in str(exc):  # the reader named the source already (a missing or corrupt chunk)
-                raise
-            raise ValueError(f"{job.source}: {exc}") from exc
+    blocks = [w.plan.blocks.block(i) for i in blocks_of_group(w.plan.blocks, group)]
+
+    def read(block):
+        with _naming_source(job):
+            return block_input(w.image.array, block, w.stats)
+
+    for block, data in read_ahead(blocks, read):
+        with _naming_source(job):
+            probs = block_probabilities(w.inferer, data, block, w.plan)
         inside = tuple(slice(r.start - o, r.stop - o) for r, o in zip(block.write, origin, strict=True))
         out[(slice(None), *inside)] = encode_probabilities(probs, job.dtype)
+        del data, probs
         release_free_memory()
-    write_levels(w.levels, (slice(None), *group.write), out, labels=False)
-    record_done(job.store, index)
+    w.writer.submit(_write_group, w, job, index, group.write, out)
     return int(np.prod(out.shape[1:]))
+
+
+def _write_group(w: _Worker, job: PredictJob, index: tuple[int, ...], region: tuple[slice, ...], out) -> None:
+    write_levels(w.levels, (slice(None), *region), out, labels=False)
+    record_done(job.store, index)
+
+
+def finish_worker(job: PredictJob) -> None:
+    """Wait for this process's outstanding writes of `job` (raising the first error) and drop its worker state;
+    run once per worker process after its last group."""
+    with _workers_lock:
+        worker = _workers.pop(job, None)
+    if worker is not None:
+        worker.writer.close()
+
+
+@contextlib.contextmanager
+def _naming_source(job: PredictJob):
+    """Errors about the input name the source (the reader names it already for a missing or corrupt chunk)."""
+    try:
+        yield
+    except ValueError as exc:
+        if str(job.source) in str(exc):
+            raise
+        raise ValueError(f"{job.source}: {exc}") from exc
 
 
 def _source(job: PredictJob) -> Image:
@@ -223,6 +277,7 @@ def provenance(job: PredictJob, shape: Sequence[int]) -> dict[str, Any]:
         "dtype": job.dtype,
         "tta": job.tta,
         "precision": job.precision,
+        "engine": job.engine,
         "z_range": list(job.z_range) if job.z_range is not None else None,
     }
     return make_record(inputs, settings, stage_code("predict"))
@@ -260,9 +315,11 @@ def resolve_job(
     job: PredictJob, memory_mb: float | None = None
 ) -> tuple[PredictJob, Image, torch.nn.Module, BlockPlan, torch.device]:
     """Validate the job against its source and model; fill in an automatic block size (zeros in `block`), the
-    group of blocks per output file, and the precision `auto` stands for on this device (so that a resumed output
-    never mixes precisions)."""
-    check("predict", {"dtype": job.dtype, "precision": job.precision, "batch_size": job.batch_size})
+    group of blocks per output file, and the precision and engine `auto` stands for on this device (so that a
+    resumed output never mixes them)."""
+    check(
+        "predict", {"dtype": job.dtype, "precision": job.precision, "batch_size": job.batch_size, "engine": job.engine}
+    )
     image = _source(job)
     device = select_device(job.device)
     precision = resolve_precision(device, job.precision)
@@ -271,9 +328,15 @@ def resolve_job(
     block = tuple(int(b) for b in job.block)
     if len(block) != 3:
         raise ValueError(f"predict.block needs 3 entries (z, y, x), got {list(job.block)}")
+    set_threads(job.threads)  # an engine is built, checked and timed with the threads its run gets
+    engine = None
     if any(b <= 0 for b in block):
         budget = (memory_mb or _D["memory_budget_mb"]) * 2**20
-        chosen = auto_block(model, image.shape, budget, job.batch_size, precision)
+        side = largest_side(model, image.shape, budget, job.batch_size, precision)
+        engine = checked_engine(job.engine, model, device, precision, tile_shape(model, side))
+        if job.calibrate or job.tiles:
+            side = min(side, tile_side(job.tiles, engine, model, device, precision, budget, job.batch_size))
+        chosen = block_for_side(model, image.shape, side, job.batch_size)
         block = tuple(c if b <= 0 else b for b, c in zip(block, chosen, strict=True))
     # A 2D model's z block never needs to exceed the volume.
     block = tuple(min(b, s) if a < 3 - dims else b for a, (b, s) in enumerate(zip(block, image.shape, strict=True)))
@@ -281,7 +344,14 @@ def resolve_job(
     plan = plan_blocks(image.shape, block, model.geometries, dims, model.config.slice_context)
     voxel_bytes = model.config.classes * np.dtype(job.dtype).itemsize
     group = group_shape(block, image.shape, voxel_bytes, job.file_mb * 2**20)
-    return replace(job, block=block, group=group, precision=precision), image, model, plan, device
+    if engine is None:
+        read = [r.stop - r.start for r in plan.blocks[0].read][3 - dims :]
+        engine = checked_engine(job.engine, model, device, precision, (1, model.config.input_channels, *read))
+    resolved = replace(job, block=block, group=group, precision=precision, engine=engine.name)
+    with _workers_lock:
+        _checked.clear()  # one planned job's engine at a time
+        _checked[_engine_key(resolved, device)] = engine
+    return resolved, image, model, plan, device
 
 
 def predict_volume(
@@ -325,6 +395,7 @@ def plan_shard(job: PredictJob, shard: tuple[int, int] = (0, 1), memory_mb: floa
         "group": list(job.group or ()),
         "tta": job.tta,
         "precision": job.precision,
+        "engine": job.engine,
         "z_range": list(job.z_range) if job.z_range is not None else None,
     }
     attrs[RECORD_KEY] = provenance(job, image.shape)
@@ -338,20 +409,23 @@ def plan_shard(job: PredictJob, shard: tuple[int, int] = (0, 1), memory_mb: floa
 
 
 def _predict(job: PredictJob, scheduler: SchedulerSpec | None, shard: tuple[int, int], memory_mb: float | None) -> Path:
+    planning = time.perf_counter()
     planned = plan_shard(job, shard, memory_mb)
     job, pending = planned.job, planned.pending
     print(
         f"predict: {len(pending)} of {planned.groups} files to compute (block {list(job.block)}, "
-        f"{list(job.group or ())} per file)",
+        f"{list(job.group or ())} per file, engine {job.engine}, {job.precision}; planned in "
+        f"{time.perf_counter() - planning:.1f} s)",
         flush=True,
     )
     started = time.perf_counter()
     try:
         gpu = planned.device.type == "cuda"
-        voxels = run_tasks(process_group, job, pending, scheduler or SchedulerSpec(), gpu=gpu)
-    finally:
-        with _workers_lock:  # this process's worker (threads scheduler) is done with the job
-            _workers.pop(job, None)
+        spec = scheduler or SchedulerSpec()
+        voxels = run_tasks(process_group, job, pending, spec, gpu=gpu, finish=finish_worker)
+    finally:  # after an error: the groups already computed are still written; the first error is the one raised
+        with contextlib.suppress(Exception):
+            finish_worker(job)
     seconds = time.perf_counter() - started
     if pending:
         print(f"predict: {voxels / max(seconds, 1e-9):,.0f} voxels/s over {seconds:.1f} s", flush=True)

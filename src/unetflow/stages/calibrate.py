@@ -1,0 +1,35 @@
+"""Calibrate: the fastest tile side for a run's predictions on this machine, into a file all its jobs share.
+
+The run's engine and precision (`predict.engine`, `predict.precision`) are timed on tiles from a quarter of the
+memory budget's largest up to it (`unetflow.inference.calibration`); `unetflow predict --tiles FILE` then cuts
+its automatic blocks at that side. One file per run: every shard of a cluster prediction agrees on its blocks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from unetflow.inference.budget import unbounded_largest_side
+from unetflow.inference.calibration import tile_side
+from unetflow.inference.engines import checked_engine, tile_shape
+from unetflow.models.checkpoint import load_model
+from unetflow.runtime import resolve_precision, select_device, set_threads
+from unetflow.settings import check
+
+
+def calibrate_tiles(
+    model_path: str, out: str | Path, settings: dict[str, Any], device: str = "auto", threads: int | None = None
+) -> int:
+    """Time the engine of a `predict` settings section on tiles up to its memory budget's largest and write the
+    fastest side to `out`; returns that side. An existing `out` is measured again."""
+    p = check("predict", settings)
+    Path(out).unlink(missing_ok=True)
+    torch_device = select_device(device)
+    precision = resolve_precision(torch_device, p["precision"])
+    model, _ = load_model(model_path, "cpu")
+    set_threads(threads)
+    budget = p["memory_budget_mb"] * 2**20
+    largest = unbounded_largest_side(model, budget, p["batch_size"], precision)
+    engine = checked_engine(p["engine"], model, torch_device, precision, tile_shape(model, largest))
+    return tile_side(out, engine, model, torch_device, precision, budget, p["batch_size"])
