@@ -111,3 +111,12 @@ def test_openvino_from_several_threads_gives_each_its_own_answer():
         found = list(pool.map(engine, tiles * 4))
     for i, logits in enumerate(found):
         assert torch.allclose(logits, expected[i % 8], atol=1e-4)
+
+
+def test_an_engine_that_fails_on_a_tile_falls_back_to_eager(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("cannot compile this graph")
+
+    monkeypatch.setattr(engines.OpenVinoEngine, "__call__", broken)
+    with pytest.warns(UserWarning, match="openvino failed on a tile .*cannot compile this graph"):
+        assert resolve_engine("auto", net(), CPU, "fp32") == "eager"

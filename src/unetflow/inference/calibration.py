@@ -2,8 +2,9 @@
 memory budget allows, on the machine at hand; the side with the least time per output voxel wins.
 
 A larger valid-convolution tile spends less of its compute on context, but on a CPU its feature maps fall out of
-the caches: on a 2-core Xeon (width 16, 5 levels, eager fp32, one thread) a 512-pixel tile took 2.98 us per
-output pixel against 3.52 at 1024, the memory budget's choice (docs/benchmarks.md). The result is kept in a JSON
+the caches: on a 2-core Xeon (width 16, 5 levels, fp32, one thread, tiles of one slice) eager PyTorch took 1.47 us
+per output pixel at a side of 400 against 1.90 at 1632, the largest the default budget allows, and OpenVINO 0.95 at
+608 against 1.12 at 400 (`unetflow calibrate`, docs/benchmarks.md). The result is kept in a JSON
 file: a run given the file uses its side without measuring (every shard of a cluster run the same), and a missing
 file is measured and written.
 """

@@ -169,6 +169,9 @@ def checked_engine(
     except EngineUnavailable as exc:
         (log.info if name == "auto" else _warn)(f"predict.engine {name}: {exc}; running eager PyTorch")
         return EagerEngine(model, device, precision)
+    except Exception as exc:  # an optional engine that fails on this network or machine: the reference runs
+        _warn(f"predict.engine {candidate} failed on a tile of {list(tile_shape)} ({exc}); running eager PyTorch")
+        return EagerEngine(model, device, precision)
     if difference > tolerance(precision):
         _warn(
             f"predict.engine {candidate}: class probabilities differ from eager PyTorch by {difference:.2e} "
