@@ -155,3 +155,9 @@ def tiny_model_and_volume(tmp_path):
     data = np.random.default_rng(0).integers(0, 255, (3, 70, 53)).astype(np.uint8)
     create_image(volume, data.shape, np.uint8, data.shape)[:] = data
     return str(model), str(volume)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that start OpenVINO in this process run last: a training test after them died with a segmentation
+    fault in CI (the pipeline runs prediction and training in separate processes)."""
+    items.sort(key=lambda item: item.get_closest_marker("openvino") is not None)

@@ -18,6 +18,9 @@ from unetflow.stages.predict import PredictJob, predict_volume
 from unetflow.store import open_image
 
 CPU = torch.device("cpu")
+# OpenVINO's native thread pool stays in the process: these tests run last (conftest), after the in-process
+# training tests it has crashed
+pytestmark = pytest.mark.openvino
 
 
 def net(**kw):
