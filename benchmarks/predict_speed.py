@@ -47,6 +47,7 @@ LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channel
 # end to end would add a compile of a minute or more per tile shape on CPU)
 VARIANTS = {
     "eager": ("eager", "fp32", False),
+    "eager-calibrated": ("eager", "fp32", True),
     "openvino": ("openvino", "fp32", False),
     "openvino-calibrated": ("openvino", "fp32", True),
     "compile": ("compile", "fp32", False),

@@ -158,6 +158,16 @@ def tiny_model_and_volume(tmp_path):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests that start OpenVINO in this process run last: a training test after them died with a segmentation
-    fault in CI (the pipeline runs prediction and training in separate processes)."""
+    """Tests that start OpenVINO in this process run last (`make test` runs them in a process of their own): a
+    training test after them died with a segmentation fault in CI on a CPU with AMX, and a torch.compile test
+    on an AVX2 EPYC (the pipeline runs prediction and training in separate processes)."""
     items.sort(key=lambda item: item.get_closest_marker("openvino") is not None)
+
+
+@pytest.fixture(autouse=True)
+def _openvino_only_in_tests_marked_for_it(request, monkeypatch):
+    """`predict.engine: auto` (the default) runs eager PyTorch in this process except in tests marked openvino,
+    which run last: OpenVINO's native thread pools stay in the process once started (see above). Snakemake's
+    jobs in the workflow tests are processes of their own and run `auto` as users do."""
+    if request.node.get_closest_marker("openvino") is None:
+        monkeypatch.setattr("unetflow.inference.engines.AUTO_ON_CPU", "eager")

@@ -106,3 +106,15 @@ def test_slice_context_tiles_equal_a_whole_pass_over_stacked_neighbours(z_block)
     other = predict_array(inferer, changed, IDENTITY, 16)
     moved = np.abs(other - reference).max(axis=(0, 2, 3))
     assert (moved[:2] <= 1e-5).all() and (moved[2:] > 1e-3).all()
+
+
+def test_compiled_network_matches_eager():
+    """torch.compile as an engine (here, not among the OpenVINO tests: it has crashed in a process where OpenVINO
+    had run before)."""
+    from unetflow.inference import engines
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_width=4, levels=3, dropout=0)).eval()
+    cpu = torch.device("cpu")
+    engine = engines.build_engine("compile", model, cpu, "fp32")
+    assert engines.engine_difference(engine, model, cpu, engines.smallest_tile(model)) <= engines.tolerance("fp32")

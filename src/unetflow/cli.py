@@ -206,6 +206,12 @@ def _out(s: argparse.ArgumentParser, what: str) -> None:
     s.add_argument("--out", required=True, help=what)
 
 
+def _where(s: argparse.ArgumentParser, device: str, threads: str = "CPU threads") -> None:
+    """The device and CPU threads of a command that runs a network (train, predict, calibrate)."""
+    s.add_argument("--device", default=device, help="auto (CUDA when present), cpu, cuda or cuda:N")
+    s.add_argument("--threads", type=int, default=None, help=f"{threads} (default: torch's choice)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand: inputs positional (or named where there are lists of them), the output always --out,
     defaults from the config schema (`unetflow.settings`)."""
@@ -320,8 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-images", nargs="*", default=[], help="validation images (OME-Zarr)")
     s.add_argument("--val-labels", nargs="*", default=[], help="their labels, in the same order")
     _out(s, "the folder for model.pt, train_log.csv and checkpoints/")
-    s.add_argument("--device", default=train["device"], help="auto (CUDA when present), cpu, cuda or cuda:N")
-    s.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    _where(s, train["device"])
     s.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: train.workers)")
     s.add_argument("--checkpoint-every", type=int, default=None, help="default: train.checkpoint_every")
     s.set_defaults(func=cmd_train)
@@ -340,10 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fold", type=_shard, default=None, help="predict only the held-out slices of fold I of K (I/K)")
     s.add_argument("--memory-mb", type=float, default=None, help="memory for one batch of tiles (automatic block)")
     s.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default: predict.batch_size)")
-    s.add_argument("--device", default=predict["device"], help="auto (CUDA when present), cpu, cuda or cuda:N")
+    _where(s, predict["device"], "CPU threads per worker")
     s.add_argument("--scheduler", default=predict["scheduler"], help="threads, local (LocalCluster) or tcp://host:port")
     s.add_argument("--workers", type=int, default=predict["workers"], help="threads, or LocalCluster worker processes")
-    s.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: torch's choice)")
     s.add_argument("--shard", type=_shard, default=(0, 1), help="process only the i-th of N block subsets (i/N)")
     s.add_argument("--gather", action="store_true", help="check that all shards are done and finish the output")
     s.add_argument(
@@ -364,8 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="a model.pt written by train")
     _out(s, "the calibration file (JSON) to write")
     s.add_argument("--settings", type=_json, default={}, help=SETTINGS_HELP.format(section="predict"))
-    s.add_argument("--device", default=predict["device"], help="auto (CUDA when present), cpu, cuda or cuda:N")
-    s.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    _where(s, predict["device"])
     s.set_defaults(func=cmd_calibrate)
 
     s = _command(

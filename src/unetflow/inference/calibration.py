@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from unetflow.inference.budget import unbounded_largest_side
-from unetflow.inference.engines import Engine, tile_shape
+from unetflow.inference.engines import Engine, checked_engine, tile_shape
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +152,23 @@ def tile_side(
     if path is None:
         return calibrate(engine, model, largest, batch, machine).side
     return calibrated_side(path, machine, lambda: calibrate(engine, model, largest, batch, machine))
+
+
+def engine_and_side(
+    name: str,
+    model: nn.Module,
+    device: torch.device,
+    precision: str,
+    budget_bytes: float,
+    batch: int,
+    largest: int,
+    calibrate: bool,
+    path: str | Path | None = None,
+) -> tuple[Engine, int]:
+    """A run's engine (`predict.engine`, checked on a tile of side `largest`, the memory budget's largest) and the
+    output side its blocks are cut at: `largest`, or with `calibrate` the side timed fastest (`tile_side`, from or
+    into the file `path`), never above `largest`. Prediction and `unetflow calibrate` both come here."""
+    engine = checked_engine(name, model, device, precision, tile_shape(model, largest))
+    if not calibrate:
+        return engine, largest
+    return engine, min(largest, tile_side(path, engine, model, device, precision, budget_bytes, batch))

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 ENGINES = tuple(section_schema("predict")["properties"]["engine"]["enum"])
 TOLERANCE = {"fp32": 1e-5, "bf16": 0.1}
+AUTO_ON_CPU = "openvino"  # what `auto` tries first on CPU (on CUDA: eager)
 
 
 class Engine(Protocol):
@@ -87,6 +88,11 @@ class OpenVinoEngine:
         except ImportError as exc:
             raise EngineUnavailable("openvino is not installed (pip install openvino)") from exc
         self._core = ov.Core()
+        if precision == "bf16" and not openvino_computes_bf16(self._core):
+            raise EngineUnavailable(
+                "openvino computes bf16 only on CPUs with bf16 instructions (AVX512-BF16, AMX); on this one it would "
+                "compute fp32 under a bf16 record"
+            )
         self._config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "INFERENCE_NUM_THREADS": torch.get_num_threads(),
@@ -118,6 +124,12 @@ class OpenVinoEngine:
         request = self._request(tuple(x.shape))
         result = request.infer({0: np.ascontiguousarray(x.numpy(), dtype=np.float32)})
         return torch.from_numpy(np.array(result[0], dtype=np.float32))  # a copy: the request reuses its buffer
+
+
+def openvino_computes_bf16(core) -> bool:
+    """Does OpenVINO's CPU plugin compute bf16 here? Without bf16 instructions it ignores a bf16 precision hint
+    and computes fp32 (seen on an AVX2-only EPYC), which would make the output's recorded precision untrue."""
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def tile_shape(model: nn.Module, side: int, batch: int = 1) -> tuple[int, ...]:
@@ -160,7 +172,7 @@ def checked_engine(
     if name not in ENGINES:
         raise ValueError(f"predict.engine must be one of {ENGINES}, got {name!r}")
     tile_shape = tuple(tile_shape or smallest_tile(model))
-    candidate = ("openvino" if device.type == "cpu" else "eager") if name == "auto" else name
+    candidate = (AUTO_ON_CPU if device.type == "cpu" else "eager") if name == "auto" else name
     if candidate == "eager":
         return EagerEngine(model, device, precision)
     try:

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from unetflow.inference.budget import unbounded_largest_side
-from unetflow.inference.calibration import tile_side
-from unetflow.inference.engines import checked_engine, tile_shape
+from unetflow.inference.calibration import engine_and_side
 from unetflow.models.checkpoint import load_model
 from unetflow.runtime import resolve_precision, select_device, set_threads
 from unetflow.settings import check
@@ -29,7 +28,7 @@ def calibrate_tiles(
     precision = resolve_precision(torch_device, p["precision"])
     model, _ = load_model(model_path, "cpu")
     set_threads(threads)
-    budget = p["memory_budget_mb"] * 2**20
-    largest = unbounded_largest_side(model, budget, p["batch_size"], precision)
-    engine = checked_engine(p["engine"], model, torch_device, precision, tile_shape(model, largest))
-    return tile_side(out, engine, model, torch_device, precision, budget, p["batch_size"])
+    budget, batch = p["memory_budget_mb"] * 2**20, p["batch_size"]
+    largest = unbounded_largest_side(model, budget, batch, precision)
+    _, side = engine_and_side(p["engine"], model, torch_device, precision, budget, batch, largest, True, out)
+    return side

@@ -41,8 +41,8 @@ from unetflow.executor import SchedulerSpec, run_tasks
 from unetflow.folds import Fold
 from unetflow.image import Image, as_zyx, z_window
 from unetflow.inference.budget import block_for_side, largest_side
-from unetflow.inference.calibration import tile_side
-from unetflow.inference.engines import Engine, checked_engine, tile_shape
+from unetflow.inference.calibration import engine_and_side
+from unetflow.inference.engines import Engine, checked_engine
 from unetflow.inference.inferer import TileInferer, block_input, block_probabilities
 from unetflow.inference.tiling import BlockPlan, plan_blocks
 from unetflow.intensity import image_stats
@@ -332,10 +332,11 @@ def resolve_job(
     engine = None
     if any(b <= 0 for b in block):
         budget = (memory_mb or _D["memory_budget_mb"]) * 2**20
-        side = largest_side(model, image.shape, budget, job.batch_size, precision)
-        engine = checked_engine(job.engine, model, device, precision, tile_shape(model, side))
-        if job.calibrate or job.tiles:
-            side = min(side, tile_side(job.tiles, engine, model, device, precision, budget, job.batch_size))
+        largest = largest_side(model, image.shape, budget, job.batch_size, precision)
+        calibrate = bool(job.calibrate or job.tiles)
+        engine, side = engine_and_side(
+            job.engine, model, device, precision, budget, job.batch_size, largest, calibrate, job.tiles
+        )
         chosen = block_for_side(model, image.shape, side, job.batch_size)
         block = tuple(c if b <= 0 else b for b, c in zip(block, chosen, strict=True))
     # A 2D model's z block never needs to exceed the volume.
