@@ -165,9 +165,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def _openvino_only_in_tests_marked_for_it(request, monkeypatch):
+def _openvino_only_in_tests_marked_for_it(request):
     """`predict.engine: auto` (the default) runs eager PyTorch in this process except in tests marked openvino,
-    which run last: OpenVINO's native thread pools stay in the process once started (see above). Snakemake's
-    jobs in the workflow tests are processes of their own and run `auto` as users do."""
-    if request.node.get_closest_marker("openvino") is None:
-        monkeypatch.setattr("unetflow.inference.engines.AUTO_ON_CPU", "eager")
+    which run apart: OpenVINO's native thread pools stay in the process once started (see above). Commands the
+    tests start (`unetflow`, Snakemake's jobs) are processes of their own and run `auto` as users do. A patch of
+    its own: a test's `monkeypatch.undo()` leaves it in place."""
+    if request.node.get_closest_marker("openvino") is not None:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("unetflow.inference.engines.AUTO_ON_CPU", "eager")
+        yield

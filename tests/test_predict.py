@@ -58,7 +58,8 @@ def test_killed_run_resumes_bit_for_bit(model_path, volume, tmp_path):
     reference = read(predict_volume(job(model_path, volume, tmp_path / "ref.ome.zarr")))
     out = tmp_path / "p.ome.zarr"
     cmd = [sys.executable, "-m", "unetflow", "predict", model_path, volume, "--out", str(out)]
-    settings = f'{{"block": [1, 24, 16], "dtype": "float32", "file_mb": {SLICE_FILES}}}'
+    # eager as in this process (conftest): the run is compared bit for bit with the in-process reference
+    settings = f'{{"block": [1, 24, 16], "dtype": "float32", "file_mb": {SLICE_FILES}, "engine": "eager"}}'
     cmd += ["--settings", settings, "--device", "cpu", "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
