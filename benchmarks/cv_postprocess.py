@@ -1,14 +1,13 @@
 """Post-processing chosen by cross-validation: every fold's held-out probabilities segmented with each candidate
-of a grid (method, threshold, seed threshold, smoothing, minimum segment size), each scored by its volume Rand
-error (split and merge parts beside it), and the candidate of the lowest mean fold Rand error chosen with the
-nested estimate of `unetflow.stages.report.choose_by_cross_validation` (each fold scored at the candidate the
-other folds chose).
+of a grid (method, threshold, seed threshold, minimum segment size), each scored by its volume Rand error (split
+and merge parts beside it), and the candidate of the lowest mean fold Rand error chosen with the nested estimate
+of `unetflow.stages.report.choose_by_cross_validation` (each fold scored at the candidate the other folds chose).
 
 Run by hand (not a test), one --fold per cross-validation fold, for example:
     python benchmarks/cv_postprocess.py \\
         --fold results/cv/fold0/isbi_labelled/probabilities.ome.zarr results/data/isbi_labelled/labels.ome.zarr \\
         --fold results/cv/fold1/isbi_labelled/probabilities.ome.zarr results/data/isbi_labelled/labels.ome.zarr \\
-        --thresholds 0.4 0.5 0.6 --seed-thresholds 0.9 0.95 [--smooths 0 1 2] --min-sizes 0 50 [--out grid.csv]
+        --thresholds 0.4 0.5 0.6 --seed-thresholds 0.9 0.95 --min-sizes 0 50 [--out grid.csv]
 """
 
 from __future__ import annotations
@@ -27,23 +26,21 @@ from unetflow.stages.segment import segment_volume
 
 
 def candidates(a: argparse.Namespace) -> list[dict]:
-    """The grid's segment settings (components have no seeds and no smoothing: one candidate per threshold and
-    size)."""
+    """The grid's segment settings (components have no seeds: one candidate per threshold and size)."""
     grid = []
     for method, threshold, min_size in itertools.product(a.methods, a.thresholds, a.min_sizes):
-        watershed = itertools.product(a.seed_thresholds, a.smooths) if method == "watershed" else [(None, None)]
-        for seed, smooth in watershed:
+        seeds = a.seed_thresholds if method == "watershed" else [None]
+        for seed in seeds:
             settings = {"method": method, "threshold": threshold, "min_size": min_size, "connectivity": 4, "dims": 2}
             if seed is not None:
-                settings.update(seeds="probability", seed_threshold=seed, smooth=smooth)
+                settings.update(seeds="probability", seed_threshold=seed)
             grid.append(settings)
     return grid
 
 
 def name(settings: dict) -> str:
     seed = f" seed {settings['seed_threshold']:g}" if "seed_threshold" in settings else ""
-    smooth = f" smooth {settings['smooth']:g}" if settings.get("smooth") else ""
-    return f"{settings['method']} t {settings['threshold']:g}{seed}{smooth} min {settings['min_size']}"
+    return f"{settings['method']} t {settings['threshold']:g}{seed} min {settings['min_size']}"
 
 
 def main() -> None:
@@ -52,7 +49,6 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["components", "watershed"])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6, 0.7])
     parser.add_argument("--seed-thresholds", type=float, nargs="+", default=[0.9])
-    parser.add_argument("--smooths", type=float, nargs="+", default=[0.0], help="watershed: Gaussian sigmas (pixels)")
     parser.add_argument("--min-sizes", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default=None, help="also write every fold's row per candidate to this CSV")
     a = parser.parse_args()

@@ -33,34 +33,11 @@ def test_a_cell_without_a_seed_is_kept_whole():
     assert len(np.unique(labels)) == 3 and (labels[2:18, 16:28] == labels[5, 20]).all()
 
 
-def _bridged_cores():
-    """Two confident cores on either side of a 4-pixel membrane that a 2-pixel bridge of confident pixels crosses."""
-    cell = np.full((24, 34), 0.05)
-    cell[2:22, 2:15] = 0.97
-    cell[2:22, 19:32] = 0.97
-    cell[2:22, 15:19] = 0.3
-    cell[11:13, 15:19] = 0.95
-    return cell
-
-
-@pytest.mark.parametrize("smooth", [1.0, 2.0])
-def test_smoothing_cuts_a_thin_bridge_of_confident_pixels_between_two_seeds(smooth):
-    cell = _bridged_cores()
-    merged = seeded_watershed(cell, 0.1, seed_threshold=0.9)
-    assert merged[5, 5] == merged[5, 25] != 0  # one seed across the bridge: one cell
-    split = seeded_watershed(cell, 0.1, seed_threshold=0.9, smooth=smooth)
-    assert 0 != split[5, 5] != split[5, 25] != 0
-    assert split[11, 16] in (split[5, 5], split[5, 25])  # the bridge goes to one side, the cores stay apart
-    assert np.array_equal(split > 0, ndimage.gaussian_filter(cell, smooth) > 0.1)  # the mask is the smoothed map's
-
-
 def test_the_watershed_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="per slice"):
         seeded_watershed(np.zeros((2, 4, 4)), 0.5)
     with pytest.raises(ValueError, match="seeds must be one of"):
         seeded_watershed(np.zeros((4, 4)), 0.5, seeds="maxima")
-    with pytest.raises(ValueError, match="smooth is a Gaussian's standard deviation"):
-        seeded_watershed(np.zeros((4, 4)), 0.5, smooth=-1)
 
 
 def test_the_segment_stage_uses_the_watershed_per_slice(tmp_path):
@@ -80,18 +57,6 @@ def test_the_segment_stage_uses_the_watershed_per_slice(tmp_path):
     assert kept.max() == 4  # cells of 16 x 12 pixels and a little more: the min size applies to the watershed's cells
     gone = open_image(segment_volume(path, tmp_path / "g.ome.zarr", method="watershed", min_size=300)).array[:]
     assert gone.max() == 0
-    cores = np.stack([_bridged_cores()] * 2).astype(np.float32)
-    bridged = tmp_path / "b.ome.zarr"
-    with atomic_output(bridged) as tmp:
-        create_image(tmp, (2, *cores.shape), np.float32, (2, 1, *cores.shape[1:]), "czyx")[:] = np.stack(
-            [1 - cores, cores]
-        )
-        set_attrs(tmp, {"model_dims": 2})
-    ws = {"method": "watershed", "threshold": 0.1}
-    assert open_image(segment_volume(bridged, tmp_path / "b0.ome.zarr", **ws)).array[:].max() == 2  # one per slice
-    assert open_image(segment_volume(bridged, tmp_path / "b1.ome.zarr", **ws, smooth=1.5)).array[:].max() == 4
-    with pytest.raises(ValueError, match="segment.smooth: 1.5 smooths the probabilities of segment.method watershed"):
-        segment_volume(bridged, tmp_path / "z.ome.zarr", threshold=0.1, smooth=1.5)
     with pytest.raises(ValueError, match="watershed runs per whole slice: it needs segment.dims 2"):
         segment_volume(path, tmp_path / "x.ome.zarr", method="watershed", dims=3, connectivity=6)
     tiled = tmp_path / "t.ome.zarr"

@@ -7,10 +7,6 @@ Seeds (`seeds`):
   threshold: the cells' confident cores);
 - `distance`: the maxima of the distance to the mask's border, at least `seed_distance` pixels apart (cell centres,
   whatever the probabilities' calibration).
-With `smooth` > 0 the slice's probabilities are first smoothed by a Gaussian of that many pixels (its standard
-deviation), and mask, seeds and flooding all follow the smoothed map: a bridge of confident pixels a few pixels wide
-between two cells' cores falls below the seed threshold, so that the cores become two seeds, and single noisy
-pixels neither start a seed nor open a gap in a membrane.
 A component of the mask without a seed is a cell of its own (never dropped). Pixels outside the mask stay membrane
 (0), so the pixel error is the threshold's; flooding follows `connectivity` (4 or 8).
 """
@@ -32,17 +28,12 @@ def seeded_watershed(
     seed_threshold: float = 0.9,
     seed_distance: int = 5,
     connectivity: int = 4,
-    smooth: float = 0.0,
 ) -> np.ndarray:
     """Cell ids (int32, 0 = membrane) of one slice of cell probabilities (see the module doc)."""
     if cell.ndim != 2:
         raise ValueError(f"the watershed runs per slice: a 2D slice, not {cell.shape}")
     if seeds not in SEEDS:
         raise ValueError(f"seeds must be one of {SEEDS}, not {seeds!r}")
-    if smooth < 0:
-        raise ValueError(f"smooth is a Gaussian's standard deviation in pixels, at least 0, not {smooth}")
-    if smooth > 0:
-        cell = ndimage.gaussian_filter(np.asarray(cell, np.float32), smooth, mode="reflect")
     structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     mask = cell > threshold
     components, count = ndimage.label(mask, structure)

@@ -64,16 +64,10 @@ class SegmentJob:
     seeds: str = _D["seeds"]
     seed_threshold: float = _D["seed_threshold"]
     seed_distance: int = _D["seed_distance"]
-    smooth: float = _D["smooth"]
     cell_class: int = 1
 
     def __post_init__(self) -> None:
         check("segment", self.settings)
-        if self.smooth and self.method != "watershed":
-            raise ValueError(
-                f"config: segment.smooth: {self.smooth} smooths the probabilities of segment.method watershed, "
-                f"not of {self.method!r}; set segment.smooth 0 or segment.method watershed"
-            )
 
     @classmethod
     def from_settings(cls, probabilities: str | Path, out: str | Path, settings: dict[str, Any]) -> SegmentJob:
@@ -150,13 +144,7 @@ def label(job: SegmentJob, part: tuple[int, int] = (0, 1), limit: int | None = N
             found, offset = np.zeros(cell.shape, np.int64), 0
             for z in range(cell.shape[0]):  # ids unique within the unit: each slice's after the previous'
                 ids = seeded_watershed(
-                    cell[z],
-                    job.threshold,
-                    job.seeds,
-                    job.seed_threshold,
-                    job.seed_distance,
-                    job.connectivity,
-                    job.smooth,
+                    cell[z], job.threshold, job.seeds, job.seed_threshold, job.seed_distance, job.connectivity
                 )
                 found[z] = np.where(ids > 0, ids + offset, 0)
                 offset += int(ids.max(initial=0))
