@@ -92,7 +92,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 def release_free_memory() -> None:
     """Hand freed heap pages back to the OS. glibc keeps them, so over thousands of blocks fragmentation lets a
-    long run's peak memory creep above a short one's; trimming after each block keeps it flat."""
+    long run's peak memory creep above a short one's; trimming after each output file keeps it flat."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

@@ -230,7 +230,9 @@ def process_group(job: PredictJob, index: tuple[int, ...]) -> int:
         inside = tuple(slice(r.start - o, r.stop - o) for r, o in zip(block.write, origin, strict=True))
         out[(slice(None), *inside)] = encode_probabilities(probs, job.dtype)
         del data, probs
-        release_free_memory()
+    # Once per file, not per block: a trim hands the forward passes' freed pages back, and the next pass faults
+    # them in again (eager fp32 on 20 x 2048^2 in blocks of 1024^2: 5-6 s, 6%, with a trim after every block).
+    release_free_memory()
     w.writer.submit(_write_group, w, job, index, group.write, out)
     return int(np.prod(out.shape[1:]))
 
