@@ -3,6 +3,8 @@ and its fallback, and prediction through them."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -133,3 +135,19 @@ def test_an_engine_that_fails_on_a_tile_falls_back_to_eager(monkeypatch):
     monkeypatch.setattr(engines.OpenVinoEngine, "__call__", broken)
     with pytest.warns(UserWarning, match="openvino failed on a tile .*cannot compile this graph"):
         assert resolve_engine("auto", net(), CPU, "fp32") == "eager"
+
+
+def test_openvino_conversion_sends_no_telemetry_and_writes_nothing_to_home(tmp_path):
+    """OpenVINO's converter would report to Google Analytics and leave a client id in ~/intel; predict's engine
+    keeps its telemetry package from importing (in a fresh process: this one may have imported it already)."""
+    script = (
+        "import sys, torch; from unetflow.models import UNet, UNetConfig; from unetflow.inference.engines import "
+        "build_engine; build_engine('openvino', UNet(UNetConfig(base_width=4, levels=3)).eval(), "
+        "torch.device('cpu'), 'fp32'); print(sys.modules.get('openvino_telemetry'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}  # it stays off in CI
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "None"
+    assert not (tmp_path / "intel").exists()

@@ -16,6 +16,7 @@ warning; the engine used is recorded in the output's provenance.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import warnings
 from collections.abc import Sequence
@@ -83,6 +84,11 @@ class OpenVinoEngine:
     def __init__(self, model: nn.Module, device: torch.device, precision: str) -> None:
         if device.type != "cpu":
             raise EngineUnavailable(f"openvino runs on CPU, not on {device}")
+        # OpenVINO's converter reports each conversion to Google Analytics and writes a client id under ~/intel
+        # when the optional `openvino_telemetry` package imports (2 s a conversion here, and a call out from
+        # every cluster job): a module entry of None makes that import fail, and the converter then uses its
+        # own no-op stand-in. A process that imported the package itself keeps it.
+        sys.modules.setdefault("openvino_telemetry", None)
         try:
             import openvino as ov
         except ImportError as exc:
