@@ -13,6 +13,7 @@ import pytest
 import torch
 import zarr
 
+import unetflow.stages.predict as predict
 from unetflow.blocks import DONE_DIR, count_done
 from unetflow.executor import SchedulerSpec
 from unetflow.inference.budget import activation_bytes, auto_block
@@ -263,8 +264,6 @@ def test_a_second_prediction_of_the_same_output_refuses_while_the_first_runs(mod
 def test_reads_and_writes_run_beside_the_model(model_path, volume, tmp_path, monkeypatch):
     import threading
 
-    import unetflow.stages.predict as predict
-
     reads, writes = set(), set()
     read_input, write = predict.block_input, predict.write_levels
 
@@ -287,8 +286,6 @@ def test_reads_and_writes_run_beside_the_model(model_path, volume, tmp_path, mon
 def test_a_failed_write_fails_the_run_and_the_rerun_computes_only_what_is_missing(
     model_path, volume, tmp_path, monkeypatch
 ):
-    import unetflow.stages.predict as predict
-
     reference = read(predict_volume(job(model_path, volume, tmp_path / "ref.ome.zarr")))
     write, calls = predict.write_levels, []
 
@@ -311,8 +308,6 @@ def test_a_failed_write_fails_the_run_and_the_rerun_computes_only_what_is_missin
 def test_freed_memory_is_handed_back_once_per_file_not_per_block(model_path, volume, tmp_path, monkeypatch):
     """A trim after every block made the next block's forward pass fault its pages in again (6% of eager fp32's
     time); once per output file still keeps a long run's memory flat."""
-    import unetflow.stages.predict as predict
-
     trims = []
     monkeypatch.setattr(predict, "release_free_memory", lambda: trims.append(1))
     out = predict_volume(job(model_path, volume, tmp_path / "p.ome.zarr", file_mb=0.3))  # 3 files of 96 blocks
