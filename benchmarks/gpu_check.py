@@ -5,8 +5,9 @@ Measures, in this order (each part's seconds are in the report):
 2. training throughput of the paper's network (base width 64, 5 levels, valid convolutions, 572 -> 388 tiles) with
    the pipeline's own data loader and augmentation on the ISBI training slices, in bf16 autocast and in fp32:
    iterations per second and the share of step time spent waiting for data;
-3. a short training of `config/isbi2012.yaml` (its model and train sections; iterations from `--train-seconds` and
-   the bf16 throughput of part 2) on ISBI slices 0-9 and 15-19, validated on slices 10-14: pixel and Rand error;
+3. a short training of `config/isbi2012.yaml` (its weights, model and train sections; iterations from
+   `--train-seconds` and the bf16 throughput of part 2) on ISBI slices 0-9 and 15-19, validated on slices 10-14:
+   pixel and Rand error;
 4. inference: `predict_volume` (what `unetflow predict` runs) end to end on a synthetic volume of `--shape`
    (at least 30 x 2048 x 2048) in Mvoxel/s, against the pure forward passes of the same tiles, and the peak GPU
    memory.
@@ -96,6 +97,11 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def isbi_config() -> dict:
+    """config/isbi2012.yaml, whose weights, model and train sections the short ISBI training uses."""
+    return yaml.safe_load((ROOT / "config" / "isbi2012.yaml").read_text())
+
+
 def isbi_data(folder: Path | None, smoke: bool) -> tuple[np.ndarray, np.ndarray]:
     """(images, labels) of the 20 labelled ISBI slices; synthetic EM-like slices for the smoke run."""
     if smoke or folder is None:
@@ -103,15 +109,19 @@ def isbi_data(folder: Path | None, smoke: bool) -> tuple[np.ndarray, np.ndarray]
     return tifffile.imread(folder / "train-volume.tif"), tifffile.imread(folder / "train-labels.tif")
 
 
-def slices_of(images: np.ndarray, labels: np.ndarray, picks: list[int]) -> tuple[Slices, list]:
-    """The pipeline's in-memory training data (normalized slices, cell masks, weight maps) and validation pairs."""
+def slices_of(
+    images: np.ndarray, labels: np.ndarray, picks: list[int], weights: WeightParams | None = None
+) -> tuple[Slices, list]:
+    """The pipeline's in-memory training data (normalized slices, cell masks, weight maps of `weights`, the paper's
+    by default) and validation pairs."""
+    weights = weights or WeightParams()
     mean, std = float(images.mean()), float(images.std())
     norm = [((images[z] - mean) / std).astype(np.float32) for z in range(len(images))]
     masks = [cell_mask(labels[z], BINARY_255).astype(np.uint8) for z in range(len(labels))]
     chosen = Slices(
         [norm[z] for z in picks],
         [masks[z] for z in picks],
-        [weight_map(labels[z], BINARY_255, WeightParams()) for z in picks],
+        [weight_map(labels[z], BINARY_255, weights) for z in picks],
     )
     held = [z for z in range(len(images)) if z not in picks]  # validated as one stack, as the pipeline does
     return chosen, [(np.stack([norm[z] for z in held]), np.stack([masks[z] for z in held]))]
@@ -147,7 +157,7 @@ def throughput(data: Slices, device: str, smoke: bool, iterations: int, workers:
 
 def isbi_training(data: Slices, validation: list, device: str, smoke: bool, iterations: int, workers: int) -> dict:
     """Part 3: config/isbi2012.yaml's model and training for `iterations`, validated on the held-out slices."""
-    config = yaml.safe_load((ROOT / "config" / "isbi2012.yaml").read_text())
+    config = isbi_config()
     model = {"base_width": 4, "levels": 3} if smoke else dict(config.get("model") or {})
     settings = {k: v for k, v in (config.get("train") or {}).items() if k not in ("threads", "gpus", "device")}
     settings.update(iterations=iterations, validate_every=iterations, checkpoint_every=iterations, workers=workers)
@@ -229,7 +239,9 @@ def main(argv: list[str] | None = None) -> dict:
     figures, seconds = environment(device), {}
     images, labels = isbi_data(None if a.smoke else a.isbi, a.smoke)
     held_out = [3, 4] if a.smoke else list(range(10, 15))
-    data, validation = slices_of(images, labels, [z for z in range(len(images)) if z not in held_out])
+    weights = WeightParams.from_dict(isbi_config().get("weights") or {})
+    picks = [z for z in range(len(images)) if z not in held_out]
+    data, validation = slices_of(images, labels, picks, weights)
     workers = 0 if a.smoke else a.workers
     iterations = 4 if a.smoke else a.throughput_iterations
     steps = [
