@@ -109,12 +109,9 @@ def isbi_data(folder: Path | None, smoke: bool) -> tuple[np.ndarray, np.ndarray]
     return tifffile.imread(folder / "train-volume.tif"), tifffile.imread(folder / "train-labels.tif")
 
 
-def slices_of(
-    images: np.ndarray, labels: np.ndarray, picks: list[int], weights: WeightParams | None = None
-) -> tuple[Slices, list]:
-    """The pipeline's in-memory training data (normalized slices, cell masks, weight maps of `weights`, the paper's
-    by default) and validation pairs."""
-    weights = weights or WeightParams()
+def slices_of(images: np.ndarray, labels: np.ndarray, picks: list[int], weights: WeightParams) -> tuple[Slices, list]:
+    """The pipeline's in-memory training data (normalized slices, cell masks, weight maps of `weights`) and
+    validation pairs."""
     mean, std = float(images.mean()), float(images.std())
     norm = [((images[z] - mean) / std).astype(np.float32) for z in range(len(images))]
     masks = [cell_mask(labels[z], BINARY_255).astype(np.uint8) for z in range(len(labels))]
@@ -155,9 +152,11 @@ def throughput(data: Slices, device: str, smoke: bool, iterations: int, workers:
     return out
 
 
-def isbi_training(data: Slices, validation: list, device: str, smoke: bool, iterations: int, workers: int) -> dict:
-    """Part 3: config/isbi2012.yaml's model and training for `iterations`, validated on the held-out slices."""
-    config = isbi_config()
+def isbi_training(
+    config: dict, data: Slices, validation: list, device: str, smoke: bool, iterations: int, workers: int
+) -> dict:
+    """Part 3: the model and training of `config` (config/isbi2012.yaml) for `iterations`, validated on the
+    held-out slices."""
     model = {"base_width": 4, "levels": 3} if smoke else dict(config.get("model") or {})
     settings = {k: v for k, v in (config.get("train") or {}).items() if k not in ("threads", "gpus", "device")}
     settings.update(iterations=iterations, validate_every=iterations, checkpoint_every=iterations, workers=workers)
@@ -239,7 +238,8 @@ def main(argv: list[str] | None = None) -> dict:
     figures, seconds = environment(device), {}
     images, labels = isbi_data(None if a.smoke else a.isbi, a.smoke)
     held_out = [3, 4] if a.smoke else list(range(10, 15))
-    weights = WeightParams.from_dict(isbi_config().get("weights") or {})
+    config = isbi_config()
+    weights = WeightParams.from_dict(config.get("weights") or {})
     picks = [z for z in range(len(images)) if z not in held_out]
     data, validation = slices_of(images, labels, picks, weights)
     workers = 0 if a.smoke else a.workers
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
                 else (figures["train_fp32_iterations_per_second"])
             )
             count = 8 if a.smoke else max(100, int(speed * a.train_seconds) // 100 * 100)
-            figures.update(isbi_training(data, validation, a.device, a.smoke, count, workers))
+            figures.update(isbi_training(config, data, validation, a.device, a.smoke, count, workers))
         else:
             figures.update(step())
         seconds[name] = round(time.perf_counter() - start, 1)

@@ -40,6 +40,7 @@ from unetflow.inference.tiling import plan_blocks
 from unetflow.intensity import image_stats
 from unetflow.models import UNet, UNetConfig
 from unetflow.models.checkpoint import save_checkpoint
+from unetflow.runtime import keep_freed_memory
 from unetflow.store import create_image, open_image
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -190,6 +191,7 @@ def main() -> None:
         help="memory layouts of MONAI's network",
     )
     args = parser.parse_args()
+    keep_freed_memory()  # as predict runs: the pure forward and MONAI reuse freed pages too (like for like)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

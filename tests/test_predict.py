@@ -169,6 +169,26 @@ def test_distributed_local_cluster_matches_threads(model_path, volume, tmp_path)
     assert np.array_equal(read(out), reference)
 
 
+def test_local_cluster_workers_start_with_the_environment_asked_for():
+    """Predict asks for the allocator settings of `unetflow.runtime` where its engine allocates from the heap on
+    CPU; the LocalCluster's worker processes read them at their start (dask's own default trims at once)."""
+    from unetflow.executor import run_tasks
+    from unetflow.inference.engines import wants_freed_memory_kept
+    from unetflow.runtime import KEEP_FREED_ENV
+
+    def kept(job, item) -> int:  # 1 where this task's worker process started with the settings
+        return int(all(os.environ.get(name) == value for name, value in job.items()))
+
+    spec = SchedulerSpec("local", 1)
+    assert run_tasks(kept, KEEP_FREED_ENV, [0, 1], spec, worker_env=KEEP_FREED_ENV) == 2
+    assert run_tasks(kept, KEEP_FREED_ENV, [0, 1], spec) == 0
+    assert wants_freed_memory_kept("eager", torch.device("cpu")) and wants_freed_memory_kept(
+        "compile", torch.device("cpu")
+    )
+    assert not wants_freed_memory_kept("openvino", torch.device("cpu"))
+    assert not wants_freed_memory_kept("eager", torch.device("cuda"))
+
+
 def test_distributed_scheduler_address(model_path, volume, tmp_path):
     from distributed import LocalCluster
 

@@ -1,6 +1,8 @@
 """Device, precision and memory layout chosen at run time."""
 
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -85,3 +87,42 @@ def test_release_free_memory_returns_heap_pages_to_the_os():
     before = rss_kib()
     release_free_memory()
     assert rss_kib() < before - 100 * 1024
+
+
+KEEP_FREED_PROBE = """
+import resource, sys, threading
+import numpy as np
+from unetflow.runtime import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+faults = []
+def passes():  # a thread other than the main one, as predict's scheduler runs its blocks
+    for _ in range(3):  # three "forward passes" of one 128 MiB activation; page faults of the last
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        activation = np.empty(2**27, np.uint8)
+        activation.fill(1)
+        del activation
+        faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+worker = threading.Thread(target=passes)
+worker.start()
+worker.join()
+print(kept, faults[-1])
+"""
+
+
+def test_keep_freed_memory_lets_the_next_pass_reuse_the_last_ones_pages():
+    """In a fresh process (the setting is process-wide): by default each large allocation of a worker thread is
+    mapped afresh and faults its pages in again; with `keep_freed_memory` the next one reuses them."""
+
+    def last_pass_faults(mode: str) -> tuple[str, int]:
+        done = subprocess.run(
+            [sys.executable, "-c", KEEP_FREED_PROBE, mode], capture_output=True, text=True, check=True
+        )
+        kept, faults = done.stdout.split()
+        return kept, int(faults)
+
+    kept, faults_kept = last_pass_faults("keep")
+    if kept != "True":
+        pytest.skip("not glibc: mallopt is not there")
+    _, faults_default = last_pass_faults("default")
+    assert faults_default >= 50  # 128 MiB in 2 MiB huge pages at the least
+    assert faults_kept < faults_default / 10

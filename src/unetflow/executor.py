@@ -56,13 +56,15 @@ def run_tasks(
     spec: SchedulerSpec,
     gpu: bool = False,
     finish: Callable[[Any], None] | None = None,
+    worker_env: dict[str, str] | None = None,
 ) -> int:
     """Run fn(job, item) for every item (each returns a voxel count); returns the voxels done. Then `finish(job)`
     runs once in every process that ran tasks (this one for threads, each worker on dask.distributed): what a task
     left running behind it (a write) is complete, or its error raised, when this returns.
 
     On dask.distributed with `gpu`, each task asks for the worker resource GPU=1, so a worker started with
-    `--resources GPU=1` (or the LocalCluster started here) runs one block at a time on its GPU."""
+    `--resources GPU=1` (or the LocalCluster started here) runs one block at a time on its GPU. `worker_env`: the
+    environment the LocalCluster's worker processes start with."""
     if not items:
         return 0
     progress = _Progress(len(items))
@@ -72,7 +74,7 @@ def run_tasks(
             if finish is not None:
                 finish(job)
             return done
-        return _run_distributed(fn, job, items, spec, gpu, progress, finish)
+        return _run_distributed(fn, job, items, spec, gpu, progress, finish, worker_env)
     finally:
         progress.close()
 
@@ -90,7 +92,9 @@ def _run_threads(fn, job, items, workers: int, progress: _Progress) -> int:
     return int(sum(results))
 
 
-def _run_distributed(fn, job, items, spec: SchedulerSpec, gpu: bool, progress: _Progress, finish) -> int:
+def _run_distributed(
+    fn, job, items, spec: SchedulerSpec, gpu: bool, progress: _Progress, finish, worker_env: dict[str, str] | None
+) -> int:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:  # pragma: no cover - distributed is a dependency
@@ -98,7 +102,12 @@ def _run_distributed(fn, job, items, spec: SchedulerSpec, gpu: bool, progress: _
     resources = {"GPU": 1} if gpu else None
     if spec.name == "local":
         cluster = LocalCluster(
-            n_workers=spec.workers, threads_per_worker=1, processes=True, resources=resources, dashboard_address=None
+            n_workers=spec.workers,
+            threads_per_worker=1,
+            processes=True,
+            resources=resources,
+            dashboard_address=None,
+            env=worker_env or {},
         )
         client = Client(cluster)
     else:

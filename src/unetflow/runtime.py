@@ -90,6 +90,42 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
 
 
+# glibc's mallopt parameters, and the environment names by which a process reads the same at its start
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+_KEEP_FREED = {_M_ARENA_MAX: 1, _M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: (1 << 31) - 1}
+KEEP_FREED_ENV = {
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
+    "MALLOC_TRIM_THRESHOLD_": str((1 << 31) - 1),
+}
+
+
+@functools.cache
+def _mallopt() -> Callable[[int, int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def keep_freed_memory() -> bool:
+    """Let freed memory be reused by the next allocation instead of handed back to the OS at every free; True
+    where the C library took the settings (glibc).
+
+    A forward pass over a large tile allocates activations of tens to hundreds of MB. glibc serves each from fresh
+    pages (`mmap`) and unmaps them when freed, so every pass faults its activations in again and the kernel zeroes
+    them: eager fp32 on 1212-pixel tiles spent a third of its time in the kernel (benchmarks/predict_speed.py,
+    docs/benchmarks.md). One arena (threads other than the main one get heaps of at most 64 MB, too small for such
+    tensors), a fixed mmap threshold of 1 GiB and no automatic trimming keep those pages for the next pass;
+    `release_free_memory` still hands them back where a job chooses to (once per output file in predict). Call it
+    before the process starts any thread: a thread started later shares the main arena only where no other arena
+    exists yet (zarr's I/O threads make some). Worker processes take the same from `KEEP_FREED_ENV`."""
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    return all([mallopt(option, value) == 1 for option, value in _KEEP_FREED.items()])
+
+
 def release_free_memory() -> None:
     """Hand freed heap pages back to the OS. glibc keeps them, so over thousands of blocks fragmentation lets a
     long run's peak memory creep above a short one's; trimming after each output file keeps it flat."""

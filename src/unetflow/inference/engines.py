@@ -15,6 +15,7 @@ warning; the engine used is recorded in the output's provenance.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 import threading
@@ -34,6 +35,18 @@ log = logging.getLogger(__name__)
 ENGINES = tuple(section_schema("predict")["properties"]["engine"]["enum"])
 TOLERANCE = {"fp32": 1e-5, "bf16": 0.1}
 AUTO_ON_CPU = "openvino"  # what `auto` tries first on CPU (on CUDA: eager)
+# Engines whose forward passes take every activation from the C heap (PyTorch's CPU allocator): on CPU they run
+# with freed memory kept for the next pass (unetflow.runtime.keep_freed_memory); OpenVINO plans its own memory.
+HEAP_ENGINES = ("eager", "compile")
+
+
+def wants_freed_memory_kept(engine: str, device: torch.device) -> bool:
+    """Whether runs of the engine named `engine` on `device` keep freed memory for the next pass (HEAP_ENGINES).
+    Known before anything is built, since the setting must precede the process's threads: `auto` counts as what it
+    becomes where nothing fails, OpenVINO on a CPU where it is installed."""
+    if engine == "auto":
+        engine = AUTO_ON_CPU if device.type == "cpu" and importlib.util.find_spec("openvino") else "eager"
+    return device.type == "cpu" and engine in HEAP_ENGINES
 
 
 class Engine(Protocol):

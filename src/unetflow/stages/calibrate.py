@@ -12,8 +12,9 @@ from typing import Any
 
 from unetflow.inference.budget import unbounded_largest_side
 from unetflow.inference.calibration import engine_and_side
+from unetflow.inference.engines import wants_freed_memory_kept
 from unetflow.models.checkpoint import load_model
-from unetflow.runtime import resolve_precision, select_device, set_threads
+from unetflow.runtime import keep_freed_memory, resolve_precision, select_device, set_threads
 from unetflow.settings import check
 
 
@@ -25,6 +26,8 @@ def calibrate_tiles(
     p = check("predict", settings)
     Path(out).unlink(missing_ok=True)
     torch_device = select_device(device)
+    if wants_freed_memory_kept(p["engine"], torch_device):
+        keep_freed_memory()  # before any thread starts, and the passes timed as predict runs them
     precision = resolve_precision(torch_device, p["precision"])
     model, _ = load_model(model_path, "cpu")
     set_threads(threads)

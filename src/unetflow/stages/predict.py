@@ -42,7 +42,7 @@ from unetflow.folds import Fold
 from unetflow.image import Image, as_zyx, z_window
 from unetflow.inference.budget import block_for_side, largest_side
 from unetflow.inference.calibration import engine_and_side
-from unetflow.inference.engines import Engine, checked_engine
+from unetflow.inference.engines import Engine, checked_engine, wants_freed_memory_kept
 from unetflow.inference.inferer import TileInferer, block_input, block_probabilities
 from unetflow.inference.tiling import BlockPlan, plan_blocks
 from unetflow.intensity import image_stats
@@ -50,7 +50,14 @@ from unetflow.models.checkpoint import load_model
 from unetflow.overlap import WriteBehind, read_ahead
 from unetflow.provenance import RECORD_KEY, input_fingerprint, make_record, stage_code
 from unetflow.pyramid import level_count
-from unetflow.runtime import release_free_memory, resolve_precision, select_device, set_threads
+from unetflow.runtime import (
+    KEEP_FREED_ENV,
+    keep_freed_memory,
+    release_free_memory,
+    resolve_precision,
+    select_device,
+    set_threads,
+)
 from unetflow.settings import check, defaults
 from unetflow.store import (
     channel_metadata,
@@ -412,6 +419,8 @@ def plan_shard(job: PredictJob, shard: tuple[int, int] = (0, 1), memory_mb: floa
 
 
 def _predict(job: PredictJob, scheduler: SchedulerSpec | None, shard: tuple[int, int], memory_mb: float | None) -> Path:
+    if wants_freed_memory_kept(job.engine, select_device(job.device)):
+        keep_freed_memory()  # before this process starts any thread (zarr's included): later ones share one arena
     planning = time.perf_counter()
     planned = plan_shard(job, shard, memory_mb)
     job, pending = planned.job, planned.pending
@@ -425,7 +434,9 @@ def _predict(job: PredictJob, scheduler: SchedulerSpec | None, shard: tuple[int,
     try:
         gpu = planned.device.type == "cuda"
         spec = scheduler or SchedulerSpec()
-        voxels = run_tasks(process_group, job, pending, spec, gpu=gpu, finish=finish_worker)
+        # a LocalCluster's worker processes keep freed memory where planning set this one to (resolve_job)
+        env = KEEP_FREED_ENV if wants_freed_memory_kept(job.engine, planned.device) else None
+        voxels = run_tasks(process_group, job, pending, spec, gpu=gpu, finish=finish_worker, worker_env=env)
     finally:  # after an error: the groups already computed are still written; the first error is the one raised
         with contextlib.suppress(Exception):
             finish_worker(job)
