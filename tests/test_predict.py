@@ -182,9 +182,8 @@ def test_local_cluster_workers_start_with_the_environment_asked_for():
     spec = SchedulerSpec("local", 1)
     assert run_tasks(kept, KEEP_FREED_ENV, [0, 1], spec, worker_env=KEEP_FREED_ENV) == 2
     assert run_tasks(kept, KEEP_FREED_ENV, [0, 1], spec) == 0
-    assert wants_freed_memory_kept("eager", torch.device("cpu")) and wants_freed_memory_kept(
-        "compile", torch.device("cpu")
-    )
+    assert wants_freed_memory_kept("eager", torch.device("cpu"))
+    assert wants_freed_memory_kept("compile", torch.device("cpu"))
     assert not wants_freed_memory_kept("openvino", torch.device("cpu"))
     assert not wants_freed_memory_kept("eager", torch.device("cuda"))
 

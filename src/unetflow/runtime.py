@@ -83,29 +83,25 @@ def memory_format(device: torch.device, dims: int, training: bool = False) -> to
 
 
 @functools.cache
+def _glibc_function(name: str) -> Callable[..., int] | None:
+    """A function of glibc's allocator (`malloc_trim`, `mallopt`); None where the C library is not glibc."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
 def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
+    return _glibc_function("malloc_trim")
 
 
-# glibc's mallopt parameters, and the environment names by which a process reads the same at its start
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
-_KEEP_FREED = {_M_ARENA_MAX: 1, _M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: (1 << 31) - 1}
-KEEP_FREED_ENV = {
-    "MALLOC_ARENA_MAX": "1",
-    "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
-    "MALLOC_TRIM_THRESHOLD_": str((1 << 31) - 1),
-}
-
-
-@functools.cache
-def _mallopt() -> Callable[[int, int], int] | None:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc
-        return None
+# (glibc's mallopt parameter, the environment name by which a process reads it at its start, value)
+_KEEP_FREED = (
+    (-8, "MALLOC_ARENA_MAX", 1),  # M_ARENA_MAX
+    (-3, "MALLOC_MMAP_THRESHOLD_", 1 << 30),  # M_MMAP_THRESHOLD
+    (-1, "MALLOC_TRIM_THRESHOLD_", (1 << 31) - 1),  # M_TRIM_THRESHOLD
+)
+KEEP_FREED_ENV = {name: str(value) for _, name, value in _KEEP_FREED}
 
 
 def keep_freed_memory() -> bool:
@@ -120,10 +116,11 @@ def keep_freed_memory() -> bool:
     `release_free_memory` still hands them back where a job chooses to (once per output file in predict). Call it
     before the process starts any thread: a thread started later shares the main arena only where no other arena
     exists yet (zarr's I/O threads make some). Worker processes take the same from `KEEP_FREED_ENV`."""
-    mallopt = _mallopt()
+    mallopt = _glibc_function("mallopt")
     if mallopt is None:
         return False
-    return all([mallopt(option, value) == 1 for option, value in _KEEP_FREED.items()])
+    taken = [mallopt(option, value) == 1 for option, _, value in _KEEP_FREED]  # every one set, taken or not
+    return all(taken)
 
 
 def release_free_memory() -> None:

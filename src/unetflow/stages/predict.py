@@ -434,7 +434,7 @@ def _predict(job: PredictJob, scheduler: SchedulerSpec | None, shard: tuple[int,
     try:
         gpu = planned.device.type == "cuda"
         spec = scheduler or SchedulerSpec()
-        # a LocalCluster's worker processes keep freed memory where planning set this one to (resolve_job)
+        # a LocalCluster's worker processes keep freed memory where the engine planning chose allocates from the heap
         env = KEEP_FREED_ENV if wants_freed_memory_kept(job.engine, planned.device) else None
         voxels = run_tasks(process_group, job, pending, spec, gpu=gpu, finish=finish_worker, worker_env=env)
     finally:  # after an error: the groups already computed are still written; the first error is the one raised
