@@ -13,9 +13,16 @@
    for like (channels_last, same precision); `onnxruntime` is a forward-only row (the network exported to ONNX
    and run by ONNX Runtime: a candidate engine, not one of the pipeline's).
 
+Every pure forward runs in a fresh process that allocates memory as `unetflow predict` does for its engine (freed
+memory kept for the next pass with eager and compile on CPU, glibc's defaults with OpenVINO), so that end to end
+and forward differ only by what predict adds. With `--repeats N` each variant's end to end and pure forward
+alternate N times and the least of each is kept: on a shared machine whose speed drifts by 10-20% within minutes,
+the least time is the one least disturbed by other work (as `timeit` reports it).
+
 Run by hand (needs `pip install monai psutil onnxruntime onnx`, the `bench` extra):
     python benchmarks/predict_speed.py [--shape 30 2048 2048] [--width 16] [--levels 5] [--memory-mb 2048]
     python benchmarks/predict_speed.py --shape 20 2048 2048 --threads 1 --skip-monai --variants eager openvino
+    python benchmarks/predict_speed.py --shape 12 2048 2048 --threads 1 --repeats 3 --variants openvino
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,12 +43,12 @@ import torch
 import zarr
 
 from unetflow.blocks import read_mirrored
-from unetflow.inference.engines import build_engine
+from unetflow.inference.engines import HEAP_ENGINES, build_engine
 from unetflow.inference.tiling import plan_blocks
 from unetflow.intensity import image_stats
 from unetflow.models import UNet, UNetConfig
 from unetflow.models.checkpoint import save_checkpoint
-from unetflow.runtime import keep_freed_memory
+from unetflow.runtime import KEEP_FREED_ENV, keep_freed_memory, set_threads
 from unetflow.store import create_image, open_image
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -58,6 +66,7 @@ VARIANTS = {
 }
 FORWARD_ONLY = {"onnxruntime", "compile"}
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+HERE = str(Path(__file__).resolve().parent)
 
 
 def write_volume(path: Path, shape: tuple[int, int, int]) -> None:
@@ -74,7 +83,9 @@ def write_volume(path: Path, shape: tuple[int, int, int]) -> None:
 def run_predict(
     model: Path, source: Path, out: Path, args, engine: str = "eager", precision: str = "fp32", calibrate: bool = False
 ) -> tuple[float, float, tuple[int, ...]]:
-    """(seconds inside predict, peak RSS MiB, block) of one `unetflow predict` subprocess."""
+    """(seconds inside predict, peak RSS MiB, block) of one `unetflow predict` subprocess into a new `out`."""
+    for stale in (out, out.with_name(out.name + ".partial")):  # a kept output would be resumed, not computed
+        shutil.rmtree(stale, ignore_errors=True)
     cmd = [sys.executable, "-m", "unetflow", "predict", str(model), str(source), "--out", str(out)]
     cmd += [
         "--memory-mb",
@@ -124,6 +135,46 @@ def pure_forward_seconds(run, calls: list[tuple[int, ...]], device: torch.device
         for shape in calls:
             run(x[shape]).softmax(1).cpu()
         return time.perf_counter() - start
+
+
+def forward_in_fresh_process(engine: str, precision: str, calls: list[tuple[int, ...]], args) -> float:
+    """`pure_forward_seconds` of `engine` on the benchmark's network in a new process that allocates memory as
+    `unetflow predict` does for that engine (glibc reads the kept-memory settings from the environment at start,
+    as predict sets them before its first thread)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, HERE])}
+    if engine in HEAP_ENGINES and torch.device(args.device).type == "cpu":
+        env.update(KEEP_FREED_ENV)
+    job = {"engine": engine, "precision": precision, "calls": calls, "width": args.width, "levels": args.levels}
+    job |= {"device": args.device, "threads": args.threads}
+    code = "import json, sys, predict_speed as b; print('FORWARD', b.forward_job(json.loads(sys.argv[1])))"
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(job)], capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise RuntimeError(done.stderr)
+    return float(re.search(r"FORWARD ([\d.eE+-]+)", done.stdout).group(1))
+
+
+def forward_job(job: dict) -> float:
+    """The child of `forward_in_fresh_process`: the benchmark's network (same seed) built into the engine."""
+    set_threads(job["threads"])
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_width=job["width"], levels=job["levels"], dropout=0)).eval()
+    device = torch.device(job["device"])
+    run = build_engine(job["engine"], model, device, job["precision"])
+    return pure_forward_seconds(run, [tuple(c) for c in job["calls"]], device)
+
+
+def least_times(args, measure_end, measure_forward) -> tuple[float, tuple[int, ...], float, float]:
+    """(least end to end, its block, least pure forward, peak RSS MiB) over `--repeats` alternations of
+    `measure_end()` -> (seconds, RSS MiB, block) and `measure_forward(block)` -> seconds."""
+    ends, forwards, rss, block = [], [], 0.0, None
+    for _ in range(args.repeats):
+        seconds, peak, block = measure_end()
+        ends.append(seconds)
+        rss = max(rss, peak)
+        forwards.append(measure_forward(block))
+    if args.repeats > 1:
+        print(f"  end to end {[round(t, 1) for t in ends]} s, forward {[round(t, 1) for t in forwards]} s", flush=True)
+    return min(ends), block, min(forwards), rss
 
 
 def onnxruntime_run(model: torch.nn.Module, shape: tuple[int, ...], threads: int | None, tmp: Path):
@@ -178,6 +229,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-monai", action="store_true")
     parser.add_argument(
+        "--repeats", type=int, default=1, help="alternations of end to end and pure forward per variant (least kept)"
+    )
+    parser.add_argument(
         "--variants", nargs="*", choices=list(VARIANTS), default=[], help="engine and precision rows (see the doc)"
     )
     parser.add_argument(
@@ -206,13 +260,18 @@ def main() -> None:
         write_volume(tmp / "big.zarr", shape)
         write_volume(tmp / "small.zarr", tenth)
         print(f"volume {shape}, U-Net width {args.width}, {args.levels} levels, device {device}")
+
+        def calls_of(block):
+            return forward_calls(shape, block, valid.geometries, args.batch_size)
+
         t_small, rss_small, _ = run_predict(tmp / "model.pt", tmp / "small.zarr", tmp / "ps.zarr", args)
-        t_ours, rss_big, block = run_predict(tmp / "model.pt", tmp / "big.zarr", tmp / "pb.zarr", args)
+        t_ours, block, t_forward, rss_big = least_times(
+            args,
+            lambda: run_predict(tmp / "model.pt", tmp / "big.zarr", tmp / "pb.zarr", args),
+            lambda b: forward_in_fresh_process("eager", "fp32", calls_of(b), args),
+        )
         read = valid.geometry.window(block[1])[0]
         print(f"block {block}, tile input {read} px")
-        calls = forward_calls(shape, block, valid.geometries, args.batch_size)
-        eager = build_engine("eager", valid, device, "fp32")
-        t_forward = pure_forward_seconds(eager, calls, device)
         print(f"unetflow predict end to end  {t_ours:8.1f} s")
         print(f"pure forward, same tiles     {t_forward:8.1f} s   ratio {t_ours / t_forward:.3f} (target <= 1.05)")
         print(f"peak RSS: {tenth} {rss_small:.0f} MiB, {shape} {rss_big:.0f} MiB: ratio {rss_big / rss_small:.3f}")
@@ -252,23 +311,31 @@ def variant_rows(args, valid, same, volume, shape, measured, monai, device, tmp:
     roi *= same.geometry.step
     for name in args.variants:
         engine, precision, calibrate = VARIANTS[name]
-        if engine == "onnxruntime":
-            run = onnxruntime_run(
-                valid, forward_calls(shape, block, valid.geometries, args.batch_size)[0], args.threads, tmp
-            )
-        else:
-            run = build_engine(engine, valid, device, precision)
         if name in measured:
             t_end, own_block, t_own = measured[name]
-        else:
+        elif engine == "onnxruntime":  # forward only, in this process
+            calls = forward_calls(shape, block, valid.geometries, args.batch_size)
+            run = onnxruntime_run(valid, calls[0], args.threads, tmp)
+            t_end, own_block, t_own = (
+                float("nan"),
+                block,
+                min(pure_forward_seconds(run, calls, device) for _ in range(args.repeats)),
+            )
+        elif name in FORWARD_ONLY:
+            calls = forward_calls(shape, block, valid.geometries, args.batch_size)
             t_end, own_block = float("nan"), block
-            if name not in FORWARD_ONLY:
-                out = tmp / f"p-{name}.zarr"
-                t_end, _, own_block = run_predict(
-                    tmp / "model.pt", tmp / "big.zarr", out, args, engine, precision, calibrate
-                )
-            calls = forward_calls(shape, own_block, valid.geometries, args.batch_size)
-            t_own = pure_forward_seconds(run, calls, device)
+            t_own = min(forward_in_fresh_process(engine, precision, calls, args) for _ in range(args.repeats))
+        else:
+            out = tmp / f"p-{name}.zarr"
+            t_end, own_block, t_own, _ = least_times(
+                args,
+                lambda out=out, e=engine, p=precision, c=calibrate: run_predict(
+                    tmp / "model.pt", tmp / "big.zarr", out, args, e, p, c
+                ),
+                lambda b, e=engine, p=precision: forward_in_fresh_process(
+                    e, p, forward_calls(shape, b, valid.geometries, args.batch_size), args
+                ),
+            )
         row = {"variant": name, "block": "x".join(map(str, own_block)), "end_to_end_s": t_end, "forward_s": t_own}
         row["end_to_end_over_own_forward"] = t_end / t_own
         row["end_to_end_over_eager_forward"] = t_end / t_eager

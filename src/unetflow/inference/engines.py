@@ -36,7 +36,8 @@ ENGINES = tuple(section_schema("predict")["properties"]["engine"]["enum"])
 TOLERANCE = {"fp32": 1e-5, "bf16": 0.1}
 AUTO_ON_CPU = "openvino"  # what `auto` tries first on CPU (on CUDA: eager)
 # Engines whose forward passes take every activation from the C heap (PyTorch's CPU allocator): on CPU they run
-# with freed memory kept for the next pass (unetflow.runtime.keep_freed_memory); OpenVINO plans its own memory.
+# with freed memory kept for the next pass (unetflow.runtime.keep_freed_memory); OpenVINO plans its own memory,
+# and the same settings made its passes 8-15% slower (benchmarks/forward_allocator.py --engine openvino).
 HEAP_ENGINES = ("eager", "compile")
 
 
