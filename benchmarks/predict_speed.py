@@ -43,7 +43,7 @@ import torch
 import zarr
 
 from unetflow.blocks import read_mirrored
-from unetflow.inference.engines import HEAP_ENGINES, build_engine
+from unetflow.inference.engines import build_engine, wants_freed_memory_kept
 from unetflow.inference.tiling import plan_blocks
 from unetflow.intensity import image_stats
 from unetflow.models import UNet, UNetConfig
@@ -142,7 +142,7 @@ def forward_in_fresh_process(engine: str, precision: str, calls: list[tuple[int,
     `unetflow predict` does for that engine (glibc reads the kept-memory settings from the environment at start,
     as predict sets them before its first thread)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, HERE])}
-    if engine in HEAP_ENGINES and torch.device(args.device).type == "cpu":
+    if wants_freed_memory_kept(engine, torch.device(args.device)):
         env.update(KEEP_FREED_ENV)
     job = {"engine": engine, "precision": precision, "calls": calls, "width": args.width, "levels": args.levels}
     job |= {"device": args.device, "threads": args.threads}
@@ -309,22 +309,21 @@ def variant_rows(args, valid, same, volume, shape, measured, monai, device, tmp:
     t_eager, block = measured["eager"][2], measured["eager"][1]
     roi = -(-((args.monai_roi or [0])[0] or valid.geometry.window(block[1])[0]) // same.geometry.step)
     roi *= same.geometry.step
+
+    def calls_of(own_block):
+        return forward_calls(shape, own_block, valid.geometries, args.batch_size)
+
     for name in args.variants:
         engine, precision, calibrate = VARIANTS[name]
         if name in measured:
             t_end, own_block, t_own = measured[name]
-        elif engine == "onnxruntime":  # forward only, in this process
-            calls = forward_calls(shape, block, valid.geometries, args.batch_size)
-            run = onnxruntime_run(valid, calls[0], args.threads, tmp)
-            t_end, own_block, t_own = (
-                float("nan"),
-                block,
-                min(pure_forward_seconds(run, calls, device) for _ in range(args.repeats)),
-            )
         elif name in FORWARD_ONLY:
-            calls = forward_calls(shape, block, valid.geometries, args.batch_size)
-            t_end, own_block = float("nan"), block
-            t_own = min(forward_in_fresh_process(engine, precision, calls, args) for _ in range(args.repeats))
+            t_end, own_block, calls = float("nan"), block, calls_of(block)
+            if engine == "onnxruntime":  # in this process
+                run = onnxruntime_run(valid, calls[0], args.threads, tmp)
+                t_own = min(pure_forward_seconds(run, calls, device) for _ in range(args.repeats))
+            else:
+                t_own = min(forward_in_fresh_process(engine, precision, calls, args) for _ in range(args.repeats))
         else:
             out = tmp / f"p-{name}.zarr"
             t_end, own_block, t_own, _ = least_times(
@@ -332,9 +331,7 @@ def variant_rows(args, valid, same, volume, shape, measured, monai, device, tmp:
                 lambda out=out, e=engine, p=precision, c=calibrate: run_predict(
                     tmp / "model.pt", tmp / "big.zarr", out, args, e, p, c
                 ),
-                lambda b, e=engine, p=precision: forward_in_fresh_process(
-                    e, p, forward_calls(shape, b, valid.geometries, args.batch_size), args
-                ),
+                lambda b, e=engine, p=precision: forward_in_fresh_process(e, p, calls_of(b), args),
             )
         row = {"variant": name, "block": "x".join(map(str, own_block)), "end_to_end_s": t_end, "forward_s": t_own}
         row["end_to_end_over_own_forward"] = t_end / t_own
